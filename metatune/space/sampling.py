@@ -1,0 +1,269 @@
+"""Jittable sampling, local perturbation and featurization on a `Space`'s encoding.
+
+Every function here returns only valid configurations: conditions are applied
+by construction (children are drawn independently and masked by their
+parents), constraints by resampling inside a `lax.while_loop`, with a pool of
+known-feasible configurations as the last resort so that the output is valid
+even when the loop's cap is reached.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metatune.space.errors import SpaceError
+from metatune.space.space import Space
+
+try:  # Public ensure_compile_time_eval does not cover nested jit calls.
+  from jax._src.core import eval_context as _eager
+except ImportError:  # pragma: no cover
+  _eager = jax.ensure_compile_time_eval
+
+_POOL_DRAWS = 1 << 15
+_FAIL_PROB = 1e-9
+
+
+@functools.lru_cache(maxsize=256)
+def feasibility(space: Space) -> tuple[float, np.ndarray, np.ndarray]:
+  """Estimates the feasible fraction of the space and keeps a pool of feasible points.
+
+  Returns:
+    ``(rate, pool_values f32[P, D], pool_active bool[P, D])``.
+
+  Raises:
+    SpaceError: when no sampled configuration satisfies the constraints; the
+      message names each constraint that is unsatisfiable on its own.
+  """
+  # Runs eagerly even when first reached while tracing a caller's jit.
+  with _eager():
+    if not space.constraints:
+      u, act = _raw_jit(space, jax.random.key(0), 1)
+      return 1.0, np.asarray(u), np.asarray(act)
+    u, act = _raw_jit(space, jax.random.key(20240917), _POOL_DRAWS)
+    ok_each = np.asarray(_constraint_ok_jit(space, u, act))
+  ok = ok_each.all(axis=-1)
+  default = space.default_config()
+  try:
+    du, da = space.encode(default)
+    extra = [(du, da)]
+  except SpaceError:
+    extra = []
+  if not ok.any() and not extra:
+    alone = [c.label() for c, col in zip(space.constraints, ok_each.T) if not col.any()]
+    detail = ("; never satisfied on its own: " + "; ".join(alone)) if alone else (
+        "; each holds somewhere alone, but never all together")
+    raise SpaceError(f"the constraints are unsatisfiable: none of {_POOL_DRAWS} random "
+                     f"configurations satisfies them{detail}", space.source)
+  pool_u = np.asarray(u)[ok][:1024]
+  pool_a = np.asarray(act)[ok][:1024]
+  if extra:
+    pool_u = np.concatenate([pool_u, extra[0][0][None]])
+    pool_a = np.concatenate([pool_a, extra[0][1][None]])
+  rate = max(float(ok.mean()), 1.0 / _POOL_DRAWS)
+  return rate, pool_u.astype(np.float32), pool_a
+
+
+def _max_rounds(rate: float) -> int:
+  if rate >= 1.0:
+    return 0
+  return int(min(10_000, math.ceil(math.log(_FAIL_PROB) / math.log1p(-min(rate, 0.999999)))))
+
+
+def _raw(space: Space, key: jax.Array, num: int):
+  u = jax.random.uniform(key, (num, space.num_params), jnp.float32)
+  act = space.activity(u)
+  return space.canonical(u, act), act
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _raw_jit(space, key, num):
+  return _raw(space, key, num)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _constraint_ok_jit(space, u, act):
+  return space.constraint_ok(u, act)
+
+
+def repair(space: Space, key: jax.Array, values: jax.Array, active: jax.Array, propose_fn):
+  """Replaces infeasible rows by fresh proposals until all are feasible.
+
+  Args:
+    space: the space.
+    key: PRNG key.
+    values, active: f32[N, D], bool[N, D], conditions already applied.
+    propose_fn: ``(key, num) -> (values, active)`` drawing replacement candidates.
+
+  Returns:
+    Feasible ``(values, active)``; rows still infeasible after the cap come
+    from the pool of known-feasible configurations.
+  """
+  if not space.constraints:
+    return values, active
+  rate, pool_u, pool_a = feasibility(space)
+  num = values.shape[0]
+  rounds = _max_rounds(rate)
+  ok = space.feasible(values, active)
+
+  def cond(carry):
+    i, _, _, ok, _ = carry
+    return (i < rounds) & ~jnp.all(ok)
+
+  def body(carry):
+    i, u, a, ok, key = carry
+    key, draw_key = jax.random.split(key)
+    nu, na = propose_fn(draw_key, num)
+    nok = space.feasible(nu, na)
+    take = ~ok & nok
+    u = jnp.where(take[:, None], nu, u)
+    a = jnp.where(take[:, None], na, a)
+    return i + 1, u, a, ok | nok, key
+
+  key, pool_key = jax.random.split(key)
+  _, u, a, ok, _ = jax.lax.while_loop(cond, body, (0, values, active, ok, key))
+  pick = jax.random.randint(pool_key, (num,), 0, pool_u.shape[0])
+  u = jnp.where(ok[:, None], u, jnp.asarray(pool_u)[pick])
+  a = jnp.where(ok[:, None], a, jnp.asarray(pool_a)[pick])
+  return u, a
+
+
+def sample(key: jax.Array, space: Space, num: int) -> tuple[jax.Array, jax.Array]:
+  """Draws ``num`` valid configurations, uniform over the feasible region of the unit cube.
+
+  Jittable and vmappable (``space`` and ``num`` are static).
+
+  Args:
+    key: PRNG key.
+    space: the space.
+    num: number of configurations.
+
+  Returns:
+    ``(values f32[num, D], active bool[num, D])``.
+
+  Example:
+    >>> u, a = sample(jax.random.key(0), space, 8)  # doctest: +SKIP
+  """
+  first_key, repair_key = jax.random.split(key)
+  u, a = _raw(space, first_key, num)
+  return repair(space, repair_key, u, a, lambda k, n: _raw(space, k, n))
+
+
+def perturb(key: jax.Array, space: Space, values: jax.Array, active: jax.Array,
+            scale: float = 0.1, rate: float | None = None) -> tuple[jax.Array, jax.Array]:
+  """A structure-respecting local edit of each configuration (a neighbour).
+
+  Each active parameter changes with probability ``rate`` (default ``1/#active``;
+  at least one always changes): numbers take a Gaussian step of ``scale`` in
+  the unit space (reflected into [0, 1]), choices move to another choice.
+  Parameters that become active get fresh random values; those that become
+  inactive are dropped. An edit that breaks a constraint is redrawn; as a last
+  resort the configuration is kept unchanged, which is feasible.
+
+  Args:
+    key: PRNG key.
+    space: the space.
+    values, active: f32[N, D], bool[N, D] valid configurations.
+    scale: step size for numeric parameters in unit space.
+    rate: per-parameter change probability.
+
+  Returns:
+    ``(values, active)`` of the same shapes.
+  """
+  values = jnp.asarray(values, jnp.float32)
+  active = jnp.asarray(active, bool)
+  num = values.shape[0]
+  discrete = jnp.asarray(space.kind_code >= 2)
+  nchoice = jnp.asarray(np.maximum(space.num_choices, 1))
+
+  def propose(k, n):
+    del n
+    pick_key, step_key, cat_key, fresh_key, one_key = jax.random.split(k, 5)
+    n_act = jnp.maximum(active.sum(-1, keepdims=True), 1)
+    p = (1.0 / n_act) if rate is None else rate
+    change = (jax.random.uniform(pick_key, values.shape) < p) & active
+    forced = jax.random.categorical(one_key, jnp.where(active, 0.0, -jnp.inf))
+    change = change | (jax.nn.one_hot(forced, space.num_params, dtype=bool) & active)
+    step = values + scale * jax.random.normal(step_key, values.shape)
+    step = jnp.abs(step)
+    step = 1.0 - jnp.abs(1.0 - jnp.mod(step, 2.0))
+    # A different choice, uniformly among the others.
+    idx = space.choice_index(values)
+    shift = jax.random.randint(cat_key, values.shape, 1, jnp.maximum(nchoice, 2))
+    new_idx = jnp.mod(idx + shift, nchoice)
+    mids = jnp.take_along_axis(jnp.broadcast_to(jnp.asarray(space.mids, jnp.float32),
+                                                values.shape + (space.max_choices,)),
+                               new_idx[..., None], axis=-1)[..., 0]
+    moved = jnp.where(discrete, mids, step)
+    fresh = jax.random.uniform(fresh_key, values.shape)
+    cand = jnp.where(change, moved, jnp.where(active, values, fresh))
+    act = space.activity(cand)
+    return space.canonical(cand, act), act
+
+  first_key, repair_key = jax.random.split(key)
+  u, a = propose(first_key, num)
+  if not space.constraints:
+    return u, a
+  ok = space.feasible(u, a)
+  rounds = min(_max_rounds(feasibility(space)[0]), 64)
+
+  def cond(c):
+    i, _, _, ok, _ = c
+    return (i < rounds) & ~jnp.all(ok)
+
+  def body(c):
+    i, u, a, ok, k = c
+    k, draw = jax.random.split(k)
+    nu, na = propose(draw, num)
+    nok = space.feasible(nu, na)
+    take = ~ok & nok
+    return (i + 1, jnp.where(take[:, None], nu, u), jnp.where(take[:, None], na, a), ok | nok,
+            k)
+
+  _, u, a, ok, _ = jax.lax.while_loop(cond, body, (0, u, a, ok, repair_key))
+  return jnp.where(ok[:, None], u, space.canonical(values, active)), jnp.where(
+      ok[:, None], a, active)
+
+
+def neighbours(key: jax.Array, space: Space, values: jax.Array, active: jax.Array, num: int,
+               scale: float = 0.1) -> tuple[jax.Array, jax.Array]:
+  """``num`` perturbations of one configuration (f32[D], bool[D]) -> f32[num, D], bool[num, D]."""
+  vs = jnp.broadcast_to(values, (num,) + values.shape)
+  acts = jnp.broadcast_to(active, (num,) + active.shape)
+  return perturb(key, space, vs, acts, scale)
+
+
+# ------------------------------------------------------------- featurization
+def feature_size(space: Space) -> int:
+  return int(sum(p.num_choices if p.kind == "categorical" else 1 for p in space.params) +
+             space.num_params)
+
+
+def featurize(space: Space, values: jax.Array, active: jax.Array) -> jax.Array:
+  """Model features: numbers and ordinals as their unit position, categoricals one-hot, then the mask.
+
+  Args:
+    space: the space.
+    values, active: f32[..., D], bool[..., D].
+
+  Returns:
+    f32[..., feature_size(space)], zero for inactive parameters.
+  """
+  values = jnp.asarray(values, jnp.float32)
+  act = jnp.asarray(active, jnp.float32)
+  idx = space.choice_index(values)
+  parts = []
+  for i, p in enumerate(space.params):
+    if p.kind == "categorical":
+      parts.append(jax.nn.one_hot(idx[..., i], p.num_choices) * act[..., i:i + 1])
+    elif p.kind in ("ordinal", "bool"):
+      pos = idx[..., i] / max(p.num_choices - 1, 1)
+      parts.append((pos * act[..., i])[..., None])
+    else:
+      parts.append((values[..., i] * act[..., i])[..., None])
+  parts.append(act)
+  return jnp.concatenate(parts, axis=-1)
