@@ -20,8 +20,9 @@ Functions: ``log exp sqrt abs min max`` on numbers, ``active(name)`` and
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
+
+import numpy as np
 from typing import Any, Callable, Mapping
 
 from metatune.space.errors import SpaceError
@@ -436,12 +437,16 @@ def unparse(node: Node) -> str:
 # --------------------------------------------------------- reference evaluator
 INACTIVE = object()
 
-_ARITH: dict[str, Callable[[float, float], float]] = {
-    "+": lambda a, b: a + b,
-    "-": lambda a, b: a - b,
-    "*": lambda a, b: a * b,
-    "/": lambda a, b: a / b if b != 0 else math.copysign(math.inf, a) if a else math.nan,
-    "**": lambda a, b: _safe_pow(a, b),
+# The reference computes in float32, like the encoding, so that it agrees with
+# the jitted checks exactly at constraint boundaries (``x <= 0.3`` compares
+# float32(x) with float32(0.3) in both).
+_F = np.float32
+_ARITH: dict[str, Callable[[Any, Any], Any]] = {
+    "+": np.add,
+    "-": np.subtract,
+    "*": np.multiply,
+    "/": np.divide,
+    "**": np.power,
 }
 _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "<": lambda a, b: a < b,
@@ -451,22 +456,14 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
 }
-_FUNCS: dict[str, Callable[..., float]] = {
-    "log": lambda x: math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan),
-    "exp": lambda x: math.exp(min(x, 700.0)),
-    "sqrt": lambda x: math.sqrt(x) if x >= 0 else math.nan,
-    "abs": abs,
-    "min": min,
-    "max": max,
+_FUNCS: dict[str, Callable[..., Any]] = {
+    "log": np.log,
+    "exp": lambda x: np.exp(np.minimum(x, _F(80.0))),
+    "sqrt": np.sqrt,
+    "abs": np.abs,
+    "min": np.minimum,
+    "max": np.maximum,
 }
-
-
-def _safe_pow(a: float, b: float) -> float:
-  try:
-    out = a**b
-  except (OverflowError, ZeroDivisionError):
-    return math.inf
-  return out if isinstance(out, float | int) else math.nan
 
 
 def evaluate(node: Node, lookup: Callable[[str], Any], atom_inactive: bool = False) -> Any:
@@ -484,10 +481,13 @@ def evaluate(node: Node, lookup: Callable[[str], Any], atom_inactive: bool = Fal
   """
 
   def ev(n: Node) -> Any:
-    if isinstance(n, (Num, Str, Bool)):
+    if isinstance(n, Num):
+      return _F(n.value)
+    if isinstance(n, (Str, Bool)):
       return n.value
     if isinstance(n, Name):
-      return lookup(n.name)
+      x = lookup(n.name)
+      return x if x is INACTIVE else _F(x)
     if isinstance(n, Neg):
       x = ev(n.x)
       return INACTIVE if x is INACTIVE else -x
@@ -495,7 +495,7 @@ def evaluate(node: Node, lookup: Callable[[str], Any], atom_inactive: bool = Fal
       a, b = ev(n.a), ev(n.b)
       if a is INACTIVE or b is INACTIVE:
         return INACTIVE
-      return _ARITH[n.op](float(a), float(b))
+      return _ARITH[n.op](_F(a), _F(b))
     if isinstance(n, Compare):
       a, b = ev(n.a), ev(n.b)
       if a is INACTIVE or b is INACTIVE:
@@ -518,14 +518,15 @@ def evaluate(node: Node, lookup: Callable[[str], Any], atom_inactive: bool = Fal
         return lookup(n.args[0].name) is not INACTIVE
       if n.fn == "active_or":
         x = lookup(n.args[0].name)
-        return ev(n.args[1]) if x is INACTIVE else x
+        return ev(n.args[1]) if x is INACTIVE else _F(x)
       args = [ev(a) for a in n.args]
       if any(a is INACTIVE for a in args):
         return INACTIVE
-      return _FUNCS[n.fn](*[float(a) for a in args])
+      return _FUNCS[n.fn](*[_F(a) for a in args])
     raise TypeError(n)
 
-  out = ev(node)
+  with np.errstate(all="ignore"):
+    out = ev(node)
   return atom_inactive if out is INACTIVE else out
 
 

@@ -47,23 +47,22 @@ def feasibility(space: Space) -> tuple[float, np.ndarray, np.ndarray]:
     u, act = _raw_jit(space, jax.random.key(20240917), _POOL_DRAWS)
     ok_each = np.asarray(_constraint_ok_jit(space, u, act))
   ok = ok_each.all(axis=-1)
-  default = space.default_config()
-  try:
-    du, da = space.encode(default)
-    extra = [(du, da)]
+  pool_u = np.asarray(u)[ok][:1024]
+  pool_a = np.asarray(act)[ok][:1024]
+  try:  # The default joins the pool when the jitted check agrees it is feasible.
+    du, da = space.encode(space.default_config())
+    with _eager():
+      if bool(np.asarray(_constraint_ok_jit(space, du[None], da[None])).all()):
+        pool_u = np.concatenate([pool_u, du[None]])
+        pool_a = np.concatenate([pool_a, da[None]])
   except SpaceError:
-    extra = []
-  if not ok.any() and not extra:
+    pass
+  if not len(pool_u):
     alone = [c.label() for c, col in zip(space.constraints, ok_each.T) if not col.any()]
     detail = ("; never satisfied on its own: " + "; ".join(alone)) if alone else (
         "; each holds somewhere alone, but never all together")
     raise SpaceError(f"the constraints are unsatisfiable: none of {_POOL_DRAWS} random "
                      f"configurations satisfies them{detail}", space.source)
-  pool_u = np.asarray(u)[ok][:1024]
-  pool_a = np.asarray(act)[ok][:1024]
-  if extra:
-    pool_u = np.concatenate([pool_u, extra[0][0][None]])
-    pool_a = np.concatenate([pool_a, extra[0][1][None]])
   rate = max(float(ok.mean()), 1.0 / _POOL_DRAWS)
   return rate, pool_u.astype(np.float32), pool_a
 
@@ -149,7 +148,18 @@ def sample(key: jax.Array, space: Space, num: int) -> tuple[jax.Array, jax.Array
     >>> u, a = sample(jax.random.key(0), space, 8)  # doctest: +SKIP
   """
   first_key, repair_key = jax.random.split(key)
-  u, a = _raw(space, first_key, num)
+  if not space.constraints:
+    return _raw(space, first_key, num)
+  # Draw enough candidates at once that nearly always ``num`` of them are
+  # feasible; `repair` only redraws the rare shortfall.
+  rate = feasibility(space)[0]
+  extra = num / rate - num
+  num_cand = int(min(num + math.ceil(extra + 4 * math.sqrt(extra + 1) + 4), 64 * num))
+  u, a = _raw(space, first_key, num_cand)
+  if num_cand > num:
+    ok = space.feasible(u, a)
+    order = jnp.argsort(~ok, stable=True)[:num]
+    u, a = u[order], a[order]
   return repair(space, repair_key, u, a, lambda k, n: _raw(space, k, n))
 
 

@@ -217,13 +217,8 @@ class Space:
     ones = jnp.ones(vals.shape[:-1], bool)
     preds = self._condition_preds
     for i in range(self.num_params):
-      if preds[i] is None:
-        cols.append(ones)
-        continue
-      # Columns not yet computed are children of nothing we read: conditions
-      # only read parents, which come earlier in dependency order.
-      act = jnp.stack(cols + [ones] * (self.num_params - i), axis=-1)
-      cols.append(preds[i](vals, act))
+      # Conditions read only parents, which come earlier in dependency order.
+      cols.append(ones if preds[i] is None else preds[i](vals, _Columns(cols)))
     return jnp.stack(cols, axis=-1)
 
   @functools.cached_property
@@ -401,6 +396,17 @@ class Space:
     for n in self.names:
       out[n] = 1 + max((out[p] for p in self.parents[n]), default=-1)
     return out
+
+
+class _Columns:
+  """Indexes a list of columns like ``array[..., i]`` without stacking them."""
+
+  def __init__(self, cols: list[jax.Array]):
+    self.cols = cols
+
+  def __getitem__(self, index):
+    _, i = index
+    return self.cols[i]
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,0 +1,212 @@
+"""The ``metatune`` command line: a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+from metatune.space.errors import SpaceError
+
+
+class UsageError(Exception):
+  """A bad command-line argument (exit code 2)."""
+
+
+def _positive(text: str) -> int:
+  try:
+    v = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+  if v <= 0:
+    raise argparse.ArgumentTypeError(f"expected a positive whole number, got {v}")
+  return v
+
+
+def _describe(p) -> str:
+  if p.kind in ("float", "int"):
+    return f"{p.kind} [{p.low:g}, {p.high:g}]" + (" log" if p.log else "")
+  if p.kind == "bool":
+    return "bool"
+  shown = ", ".join(map(str, p.choices[:6])) + (", ..." if len(p.choices) > 6 else "")
+  return f"{p.kind} {{{shown}}}"
+
+
+def tree_lines(space) -> list[str]:
+  """The space as an indented tree: children under their parents, with their conditions."""
+  depth = space.depth()
+  width = max(len(n) + 2 * depth[n] for n in space.names)
+  lines = []
+  for p in space.params:
+    pad = "  " * depth[p.name]
+    when = f"  when {p.condition_text}" if p.condition_text else ""
+    lines.append(f"  {pad}{p.name:<{width - len(pad)}}  {_describe(p)}{when}")
+  for c in space.constraints:
+    lines.append(f"  {'require' if c.mode == 'require' else 'forbid '}  {c.text}")
+  return lines
+
+
+def check_samples(space, num: int, seed: int) -> dict[str, Any]:
+  """Samples ``num`` configurations with the jitted sampler and checks each with `validate`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from metatune.space import sampling  # pylint: disable=import-outside-toplevel
+
+  t0 = time.perf_counter()
+  values, active = jax.jit(lambda k: sampling.sample(k, space, num))(jax.random.key(seed))
+  values, active = jax.device_get((values, active))
+  elapsed = time.perf_counter() - t0
+  invalid, first_error = 0, None
+  for i, cfg in enumerate(space.decode_batch(values, active)):
+    try:
+      space.validate(cfg)
+    except SpaceError as e:
+      invalid += 1
+      first_error = first_error or f"sample {i}: {e}"
+  rate = sampling.feasibility(space)[0] if space.constraints else 1.0
+  return {
+      "space": space.name,
+      "signature": space.signature,
+      "num_params": space.num_params,
+      "num_conditional": sum(c is not None for c in space.conditions),
+      "num_constraints": len(space.constraints),
+      "samples": num,
+      "invalid": invalid,
+      "first_invalid": first_error,
+      "feasible_fraction": rate,
+      "active_fraction": {n: float(f) for n, f in zip(space.names,
+                                                        np.asarray(active).mean(axis=0))},
+      "seconds": elapsed,
+  }
+
+
+def cmd_space_check(args) -> int:
+  from metatune.space import io  # pylint: disable=import-outside-toplevel
+  space = io.load(args.space)
+  report = check_samples(space, args.samples, args.seed)
+  if args.json:
+    print(json.dumps({**report, "tree": tree_lines(space)}, indent=2))
+    return 0 if report["invalid"] == 0 else 1
+  print(f"{space.name}: {space.num_params} parameters ({report['num_conditional']} conditional), "
+        f"{len(space.constraints)} constraints, signature {space.signature}")
+  print("\n".join(tree_lines(space)))
+  print(f"\nsampled {args.samples} configurations in {report['seconds']:.2f}s "
+        f"(compile included): {report['invalid']} invalid")
+  if report["first_invalid"]:
+    print(f"  first invalid: {report['first_invalid']}")
+  if space.constraints:
+    print(f"feasible fraction of the unconstrained space: {report['feasible_fraction']:.3f}")
+  print("how often each parameter was active:")
+  for name, frac in report["active_fraction"].items():
+    print(f"  {name:<{max(map(len, space.names))}}  {frac:6.1%}")
+  return 0 if report["invalid"] == 0 else 1
+
+
+def _atomic_write(path: str, text: str):
+  """Writes a file through a temporary file and a rename, so a crash never leaves half a file."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(folder):
+    raise UsageError(f"--out {path}: the folder {folder} does not exist")
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".metatune-", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def cmd_space_sample(args) -> int:
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from metatune.space import io, sampling  # pylint: disable=import-outside-toplevel
+  space = io.load(args.space)
+  values, active = jax.jit(lambda k: sampling.sample(k, space, args.num))(jax.random.key(args.seed))
+  configs = space.decode_batch(*jax.device_get((values, active)))
+  text = "".join(json.dumps(c) + "\n" for c in configs)
+  if args.out == "-":
+    sys.stdout.write(text)
+  else:
+    _atomic_write(args.out, text)
+    print(f"wrote {len(configs)} configurations of {space.name} to {args.out}", file=sys.stderr)
+  return 0
+
+
+def cmd_demo(args) -> int:
+  from metatune import demo  # pylint: disable=import-outside-toplevel
+  return demo.main(num_tasks=args.tasks, num_trials=args.trials, seed=args.seed,
+                   as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  from metatune import __version__  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(
+      prog="metatune",
+      description="Meta-learned hyperparameter tuners over structured search spaces.")
+  parser.add_argument("--version", action="version", version=f"metatune {__version__}")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  sub.required = True
+
+  demo = sub.add_parser("demo", help="the main job on the embedded default (no data folder)",
+                        description="Tunes synthetic conditional tasks of the embedded default "
+                        "space with random, quasi-random and grid search and prints the "
+                        "normalized regret of each.")
+  demo.add_argument("--tasks", type=_positive, default=16, help="number of tasks (default 16)")
+  demo.add_argument("--trials", type=_positive, default=50, help="trials per task (default 50)")
+  demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+  demo.add_argument("--json", action="store_true", help="print the results as JSON")
+  demo.set_defaults(fn=cmd_demo)
+
+  space = sub.add_parser("space", help="check and sample search spaces",
+                         description="Check and sample search spaces (metatune YAML/JSON or "
+                         "ConfigSpace JSON).")
+  ssub = space.add_subparsers(dest="space_command", metavar="SUBCOMMAND")
+  ssub.required = True
+  check = ssub.add_parser("check", help="print the tree, sample, count invalid configurations",
+                          description="Prints the space as a tree, samples N configurations "
+                          "with the jitted sampler, checks each with the independent validator "
+                          "and reports how many were invalid and how often each parameter was "
+                          "active. Exits 1 if any sample is invalid.")
+  check.add_argument("space", metavar="SPACE", help="space file (.yaml, .yml or .json)")
+  check.add_argument("--samples", type=_positive, default=1000,
+                     help="number of configurations to sample (default 1000)")
+  check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+  check.add_argument("--json", action="store_true", help="print the report as JSON")
+  check.set_defaults(fn=cmd_space_check)
+  samp = ssub.add_parser("sample", help="write sampled configurations as JSON lines",
+                         description="Writes NUM valid configurations, one JSON object per "
+                         "line with the active parameters only (ConfigSpace spaces keep their "
+                         "parameter names and value types).")
+  samp.add_argument("space", metavar="SPACE", help="space file (.yaml, .yml or .json)")
+  samp.add_argument("--num", type=_positive, required=True, help="number of configurations")
+  samp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+  samp.add_argument("--out", required=True, help="output .jsonl file, or - for stdout")
+  samp.set_defaults(fn=cmd_space_sample)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    return args.fn(args)
+  except SpaceError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
