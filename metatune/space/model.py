@@ -55,7 +55,7 @@ class Param:
 
   @property
   def is_numeric(self) -> bool:
-    return self.kind in ("float", "int") or (self.kind == "ordinal" and all(
+    return self.kind in ("float", "int") or (self.kind in ("ordinal", "categorical") and all(
         isinstance(c, int | float) and not isinstance(c, bool) for c in self.choices))
 
   @property
@@ -228,10 +228,12 @@ class _Resolver:
   categorical (and non-numeric ordinal) parameters their choice index, bools 0/1.
   """
 
-  def __init__(self, params: dict[str, Param], text: str, where: str | None):
+  def __init__(self, params: dict[str, Param], text: str, where: str | None,
+               check_atoms: bool = False):
     self.params = params
     self.text = text
     self.where = where
+    self.check_atoms = check_atoms  # conditions: a comparison nothing satisfies is an error
 
   def error(self, problem: str, node: ex.Node) -> ex.ExprError:
     return ex.ExprError(problem, self.text, node.pos, self.where)
@@ -333,7 +335,8 @@ class _Resolver:
     raise TypeError(node)
 
   def compare(self, node: ex.Compare) -> ex.Node:
-    a, b = node.a, node.b
+    a, b = (ex.Num(x.pos, -x.x.value) if isinstance(x, ex.Neg) and isinstance(x.x, ex.Num)
+            else x for x in (node.a, node.b))
     lits = (ex.Num, ex.Str, ex.Bool)
     for x, y, flip in ((a, b, False), (b, a, True)):
       if isinstance(x, ex.Name) and isinstance(y, lits):
@@ -344,7 +347,8 @@ class _Resolver:
         lit = self.literal_for(p, y, node)
         out = ex.Compare(node.pos, node.op, lit, x) if flip else ex.Compare(node.pos, node.op,
                                                                              x, lit)
-        self.check_satisfiable(p, out)
+        if self.check_atoms:
+          self.check_satisfiable(p, out)
         return out
     ra, ta = self.resolve(a)
     rb, tb = self.resolve(b)
@@ -354,28 +358,35 @@ class _Resolver:
 
   def check_satisfiable(self, p: Param, node: ex.Compare):
     """Rejects a comparison that no value of ``p`` can make true (an impossible condition)."""
-    if p.kind not in ("float", "int"):
-      return
+    if not p.is_numeric:
+      return  # choices were checked by literal_for
     name_left = isinstance(node.a, ex.Name)
     c = (node.b if name_left else node.a).value
     op = node.op if name_left else {"<": ">", ">": "<", "<=": ">=", ">=": "<="}.get(
         node.op, node.op)
-    lo, hi = p.low, p.high
-    ok = {
-        "<": lo < c,
-        "<=": lo <= c,
-        ">": hi > c,
-        ">=": hi >= c,
-        "==": lo <= c <= hi and (p.kind == "float" or float(c).is_integer()),
-        "!=": True,
-    }[op]
+    if p.kind in ("float", "int"):
+      lo, hi = p.low, p.high
+      ok = {
+          "<": lo < c,
+          "<=": lo <= c,
+          ">": hi > c,
+          ">=": hi >= c,
+          "==": lo <= c <= hi and (p.kind == "float" or float(c).is_integer()),
+          "!=": True,
+      }[op]
+      values = f"[{lo}, {hi}]"
+    else:
+      cmp = {"<": lambda v: v < c, "<=": lambda v: v <= c, ">": lambda v: v > c,
+             ">=": lambda v: v >= c, "==": lambda v: v == c, "!=": lambda v: v != c}[op]
+      ok = any(cmp(v) for v in p.choices)
+      values = str(list(p.choices))
     if not ok:
-      raise self.error(f"no value of {p.name!r} in [{lo}, {hi}] satisfies this comparison", node)
+      raise self.error(f"no value of {p.name!r} in {values} satisfies this comparison", node)
 
 
 def resolve_condition(node: ex.Node, text: str, params: dict[str, Param],
                       where: str | None) -> ex.Node:
-  return _Resolver(params, text, where).boolean(node)
+  return _Resolver(params, text, where, check_atoms=True).boolean(node)
 
 
 def dependency_order(params: Sequence[Param], parents: dict[str, list[str]]) -> list[str]:

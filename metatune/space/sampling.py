@@ -59,8 +59,9 @@ def feasibility(space: Space) -> tuple[float, np.ndarray, np.ndarray]:
     pass
   if not len(pool_u):
     alone = [c.label() for c, col in zip(space.constraints, ok_each.T) if not col.any()]
+    every = "; ".join(c.label() for c in space.constraints)
     detail = ("; never satisfied on its own: " + "; ".join(alone)) if alone else (
-        "; each holds somewhere alone, but never all together")
+        f"; each holds somewhere alone, but never all together: {every}")
     raise SpaceError(f"the constraints are unsatisfiable: none of {_POOL_DRAWS} random "
                      f"configurations satisfies them{detail}", space.source)
   rate = max(float(ok.mean()), 1.0 / _POOL_DRAWS)

@@ -123,6 +123,10 @@ class Space:
         lo[i], hi[i] = ((math.log(p.low - 0.5), math.log(p.high + 0.5)) if p.log else
                         (p.low, p.high + 1.0))
     self.t_low, self.t_high = lo, hi
+    self.float_low = np.array([p.low if p.kind == "float" else -np.inf for p in self.params],
+                              np.float32)
+    self.float_high = np.array([p.high if p.kind == "float" else np.inf for p in self.params],
+                               np.float32)
     self.int_low = np.array([p.low if p.kind == "int" else 0 for p in self.params], np.float64)
     self.int_high = np.array([p.high if p.kind == "int" else 0 for p in self.params], np.float64)
     # Discrete parameters: bin edges over [0, 1] from the (normalized) weights.
@@ -173,7 +177,8 @@ class Space:
     lo = jnp.asarray(self.t_low, jnp.float32)
     hi = jnp.asarray(self.t_high, jnp.float32)
     t = lo + u * (hi - lo)
-    fl = jnp.where(self.is_log, jnp.exp(t), t)
+    # Clipped like decode: exp(log(low)) in float32 can land a hair below low.
+    fl = jnp.clip(jnp.where(self.is_log, jnp.exp(t), t), self.float_low, self.float_high)
     ilog = jnp.clip(jnp.round(jnp.exp(t)), self.int_low, self.int_high)
     ilin = jnp.clip(jnp.floor(t), self.int_low, self.int_high)
     iv = jnp.where(self.is_log, ilog, ilin)

@@ -114,7 +114,7 @@ class SyntheticFamily:
 
   def reference(self, key: jax.Array, task: SyntheticTask, num: int = 4096, refine: int = 20
                 ) -> tuple[jax.Array, jax.Array]:
-    """Estimates ``(optimum, median)`` of a task's clean objective.
+    """Estimates ``(optimum, median, worst)`` of a task's clean objective.
 
     The optimum comes from ``num`` random feasible configurations refined by
     ``refine`` rounds of local perturbation of the best ones; the median of
@@ -122,22 +122,27 @@ class SyntheticFamily:
     """
     sample_key, refine_key = jax.random.split(key)
     u, a = sampling.sample(sample_key, self.space, num)
-    f = jnp.nan_to_num(self.clean(task, Points(u, a)), nan=jnp.inf)
-    median = jnp.median(jnp.where(jnp.isfinite(f), f, jnp.nanmax(jnp.where(jnp.isfinite(f), f,
-                                                                           -jnp.inf))))
+    f = self.clean(task, Points(u, a))
+    finite = jnp.isfinite(f)
+    worst = jnp.max(jnp.where(finite, f, -jnp.inf))
+    # Failed configurations count as the worst in the median.
+    median = jnp.median(jnp.where(finite, f, worst))
+    f = jnp.where(finite, f, jnp.inf)
     top = jnp.argsort(f)[:64]
     u, a, f = u[top], a[top], f[top]
 
-    def body(carry, key):
-      u, a, f = carry
-      nu, na = sampling.perturb(key, self.space, u, a, scale=0.05)
-      nf = jnp.nan_to_num(self.clean(task, Points(nu, na)), nan=jnp.inf)
+    def body(carry, _):  # the key rides in the carry (see run_tuning)
+      u, a, f, key = carry
+      key, step_key = jax.random.split(key)
+      nu, na = sampling.perturb(step_key, self.space, u, a, scale=0.05)
+      nf = self.clean(task, Points(nu, na))
+      nf = jnp.where(jnp.isfinite(nf), nf, jnp.inf)
       better = nf < f
       return (jnp.where(better[:, None], nu, u), jnp.where(better[:, None], na, a),
-              jnp.where(better, nf, f)), None
+              jnp.where(better, nf, f), key), None
 
-    (u, a, f), _ = jax.lax.scan(body, (u, a, f), jax.random.split(refine_key, refine))
-    return jnp.min(f), median
+    (u, a, f, _), _ = jax.lax.scan(body, (u, a, f, refine_key), None, length=refine)
+    return jnp.min(f), median, worst
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,36 @@
+"""Smoke test of experiments/bench_space_sampling.py in --quick mode."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "bench_space_sampling.py"
+
+
+def _load_script():
+  spec = importlib.util.spec_from_file_location("bench_space_sampling", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up there
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.slow
+def test_quick_run_writes_table_and_finds_no_invalid_configs(tmp_path):
+  pytest.importorskip("optuna")
+  bench = _load_script()
+  out = tmp_path / "tables" / "space_sampling.md"
+
+  res = bench.main(["--quick", "--out", str(out)])
+
+  assert out.exists()
+  text = out.read_text()
+  assert "python experiments/bench_space_sampling.py" in text
+  assert "| method | batch | configs/s | ratio vs Optuna | invalid |" in text
+  assert res["metatune_invalid"] and all(n == 0 for n in res["metatune_invalid"].values())
+  assert all(n == 0 for n in res["metatune_encoding_bad"].values())
+  assert res["optuna_invalid"] == 0
+  assert len(res["optuna"].configs) == bench.QUICK.optuna_valid
+  assert all(rate > 0 for rate in res["metatune_rate"].values()) and res["optuna_rate"] > 0

@@ -1,0 +1,124 @@
+"""The command line: --help everywhere, space check/sample, clear errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from metatune import cli
+from metatune.space import io
+
+SPACE = """
+parameters:
+  opt: {type: categorical, choices: [sgd, adam]}
+  lr: {type: float, low: 1e-4, high: 1.0, log: true}
+  opt.sgd:
+    when: "opt == 'sgd'"
+    parameters:
+      momentum: {type: float, low: 0.0, high: 0.99}
+  layers: {type: int, low: 1, high: 3}
+  w2: {type: int, low: 8, high: 256, log: true, when: "layers >= 2"}
+constraints: ["active_or(w2, 8) * layers <= 512"]
+"""
+
+
+@pytest.fixture
+def space_file(tmp_path):
+  p = tmp_path / "s.yaml"
+  p.write_text(SPACE)
+  return p
+
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["space"], ["space", "check"],
+                                  ["space", "sample"]])
+def test_help_on_every_command(argv, capsys):
+  with pytest.raises(SystemExit) as info:
+    cli.main(argv + ["--help"])
+  assert info.value.code == 0
+  assert "usage: metatune" in capsys.readouterr().out
+
+
+def test_space_check_reports_tree_invalid_and_activity(space_file, capsys):
+  assert cli.main(["space", "check", str(space_file), "--samples", "500"]) == 0
+  out = capsys.readouterr().out
+  assert "0 invalid" in out
+  assert "    opt.sgd.momentum" in out  # indented under its parent
+  assert "when opt == 'sgd'" in out
+  assert "require  active_or(w2, 8) * layers <= 512" in out
+
+
+def test_space_check_json(space_file, capsys):
+  assert cli.main(["space", "check", str(space_file), "--samples", "2000", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report["invalid"] == 0 and report["samples"] == 2000
+  assert report["active_fraction"]["opt"] == 1.0
+  assert 0.4 < report["active_fraction"]["opt.sgd.momentum"] < 0.6
+
+
+def test_space_sample_writes_valid_jsonl(space_file, tmp_path):
+  out = tmp_path / "c.jsonl"
+  assert cli.main(["space", "sample", str(space_file), "--num", "300", "--seed", "3",
+                   "--out", str(out)]) == 0
+  lines = out.read_text().splitlines()
+  assert len(lines) == 300
+  s = io.load(space_file)
+  for line in lines:
+    cfg = json.loads(line)
+    assert s.validate(cfg) == cfg  # active parameters only, in their own types
+  # Same seed, same file.
+  again = tmp_path / "d.jsonl"
+  cli.main(["space", "sample", str(space_file), "--num", "300", "--seed", "3", "--out",
+            str(again)])
+  assert again.read_text() == out.read_text()
+
+
+def test_space_sample_keeps_configspace_names_and_types(data_dir, tmp_path):
+  out = tmp_path / "x.jsonl"
+  path = data_dir / "yahpo" / "rbv2_xgboost" / "config_space.json"
+  assert cli.main(["space", "sample", str(path), "--num", "50", "--out", str(out)]) == 0
+  rows = [json.loads(l) for l in out.read_text().splitlines()]
+  assert all(isinstance(r["nrounds"], int) and isinstance(r["task_id"], str) for r in rows)
+  assert any("num.impute.selected.cpo" in r for r in rows)
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["space", "check", "missing.yaml"], "cannot read the space file"),
+    (["space", "sample", "{bad}", "--num", "3", "--out", "/nonexistent/dir/x.jsonl"],
+     "does not exist"),
+])
+def test_errors_are_one_line_without_traceback(argv, phrase, space_file, capsys):
+  argv = [str(space_file) if a == "{bad}" else a for a in argv]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and phrase in err and "Traceback" not in err
+
+
+def test_bad_space_error_names_file_and_line(tmp_path, capsys):
+  p = tmp_path / "bad.yaml"
+  p.write_text("parameters:\n  x: {type: float, low: 1, high: 0}\n")
+  assert cli.main(["space", "check", str(p)]) == 2
+  assert f"{p}:2" in capsys.readouterr().err
+
+
+def test_bad_numbers_are_rejected_by_argparse(space_file, capsys):
+  with pytest.raises(SystemExit) as info:
+    cli.main(["space", "sample", str(space_file), "--num", "0", "--out", "-"])
+  assert info.value.code == 2
+  assert "positive whole number" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs():
+  out = subprocess.run([sys.executable, "-m", "metatune", "--version"], capture_output=True,
+                       text=True, check=True)
+  assert out.stdout.startswith("metatune ")
+
+
+def test_demo_small_run(capsys):
+  assert cli.main(["demo", "--tasks", "3", "--trials", "12", "--json"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  names = {r["tuner"] for r in report["rows"]}
+  assert names == {"random", "quasi_random", "grid"}
+  for r in report["rows"]:
+    mean, se = r["regret@10"]
+    assert 0.0 <= mean < 5.0 and se >= 0.0
