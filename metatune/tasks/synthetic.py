@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune.space import Space, io, sampling
+from metatune.tasks.base import REASON_CODE, Metrics, Task, TaskFamily, split_lists
 from metatune.tuners.base import Evaluation, Points
 
 
@@ -42,6 +43,7 @@ class SyntheticConfig:
   noise: float = 0.01
   fail_param: str | None = None
   fail_above: float = 0.95
+  num_tasks: int = 100
 
 
 @flax.struct.dataclass
@@ -55,8 +57,12 @@ class SyntheticTask:
   noise: jax.Array         # f32[]
 
 
-class SyntheticFamily:
+class SyntheticFamily(TaskFamily):
   """Tasks over ``space`` sharing a structure.
+
+  As a `TaskFamily` it has ``config.num_tasks`` tasks ``synthetic-0000``...,
+  split 70/15/15 into meta-train, meta-validation and held-out (there is no
+  model axis, so ``heldout_model`` is empty).
 
   Example:
     >>> fam = SyntheticFamily(default_space())
@@ -64,9 +70,13 @@ class SyntheticFamily:
     >>> ev = fam.evaluate(jax.random.key(1), task, points)  # doctest: +SKIP
   """
 
+  name = "synthetic"
+  cost_unit = "evaluations"
+
   def __init__(self, space: Space, config: SyntheticConfig = SyntheticConfig()):
     self.space = space
     self.config = config
+    self.name = f"synthetic-{space.name}"
     rng = np.random.default_rng(config.seed)
     d, c = space.num_params, space.max_choices
     self._center = rng.uniform(0.15, 0.85, d).astype(np.float32)
@@ -111,6 +121,29 @@ class SyntheticFamily:
     f = self.clean(task, points)
     noisy = f + task.noise * jax.random.normal(key, f.shape)
     return Evaluation.of(noisy, jnp.isnan(f))
+
+  def splits(self) -> dict[str, list[str]]:
+    ids = [f"synthetic-{i:04d}" for i in range(self.config.num_tasks)]
+    train, valid, held = split_lists(ids, (0.7, 0.15, 0.15), self.config.seed)
+    return {"meta_train": train, "meta_valid": valid, "heldout_dataset": held,
+            "heldout_model": []}
+
+  def task(self, task_id: str) -> Task:
+    try:
+      index = int(task_id.rsplit("-", 1)[1])
+      assert task_id == f"synthetic-{index:04d}" and 0 <= index < self.config.num_tasks
+    except (IndexError, ValueError, AssertionError):
+      raise ValueError(f"unknown task {task_id!r} of family {self.name!r} (expected "
+                       f"synthetic-0000 ... synthetic-{self.config.num_tasks - 1:04d})") from None
+    params = self.sample(jax.random.fold_in(jax.random.key(self.config.seed), index))
+
+    def evaluate(key, points):
+      f = self.clean(params, points)
+      noisy = f + params.noise * jax.random.normal(key, f.shape)
+      return Metrics.simple(noisy, jnp.isnan(f), reason=REASON_CODE["diverged"],
+                            cost=jnp.ones(f.shape, jnp.float32))
+
+    return Task(task_id, evaluate, {"index": index})
 
   def reference(self, key: jax.Array, task: SyntheticTask, num: int = 4096, refine: int = 20
                 ) -> tuple[jax.Array, jax.Array]:

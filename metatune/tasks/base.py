@@ -1,0 +1,145 @@
+"""The task interface: a family yields tasks; a task evaluates a batch of encoded configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from metatune.space import Space
+from metatune.tuners.base import Evaluation, Points
+
+# Failure reasons, by code (``Metrics.reason``). Code 0 is success.
+REASONS = ("ok", "diverged", "nan", "exception", "timeout", "invalid", "out_of_memory")
+REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+
+# Splits every family declares (a split may be empty).
+SPLITS = ("meta_train", "meta_valid", "heldout_dataset", "heldout_model")
+
+
+@flax.struct.dataclass
+class Metrics:
+  """What a task returns for a batch of ``B`` configurations (all arrays, jittable).
+
+  Attributes:
+    objective: f32[B] primary objective on the *inner validation* split (what a
+      tuner sees), minimized (an accuracy is negated at the task boundary).
+    test_objective: f32[B] the same metric on the test split (what reports show);
+      NaN where the family has no test split.
+    curve: f32[B, F] objective after each fidelity step (F = 1 without a fidelity).
+    cost: f32[B] cost of the evaluation (family-defined unit, see ``cost_unit``).
+    num_params: f32[B] model size (0 where not applicable).
+    memory: f32[B] estimated memory in bytes (0 where not applicable).
+    failed: bool[B].
+    reason: i32[B] index into ``REASONS`` (0 when not failed).
+  """
+  objective: jax.Array
+  test_objective: jax.Array
+  curve: jax.Array
+  cost: jax.Array
+  num_params: jax.Array
+  memory: jax.Array
+  failed: jax.Array
+  reason: jax.Array
+
+  def evaluation(self) -> Evaluation:
+    """The part a tuner sees."""
+    return Evaluation.of(self.objective, self.failed)
+
+  @classmethod
+  def simple(cls, objective: jax.Array, failed: jax.Array | None = None,
+             reason: jax.Array | None = None, **fields: jax.Array) -> "Metrics":
+    """Fills the optional fields: no test split, a one-step curve, zero cost and size.
+
+    A non-finite objective is a failure with reason ``nan`` unless a reason is given.
+    """
+    objective = jnp.asarray(objective, jnp.float32)
+    bad = ~jnp.isfinite(objective)
+    failed = bad if failed is None else (jnp.asarray(failed, bool) | bad)
+    if reason is None:
+      reason = jnp.where(bad, REASON_CODE["nan"], REASON_CODE["diverged"])
+    reason = jnp.where(failed, jnp.asarray(reason, jnp.int32), 0)
+    b = objective.shape[0]
+    zeros = jnp.zeros((b,), jnp.float32)
+    out = dict(objective=objective, test_objective=jnp.full((b,), jnp.nan, jnp.float32),
+               curve=objective[:, None], cost=zeros, num_params=zeros, memory=zeros,
+               failed=failed, reason=reason)
+    out.update({k: jnp.asarray(v) for k, v in fields.items()})
+    return cls(**out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fidelity:
+  """A fidelity axis such as epochs: ``values`` are the points of ``Metrics.curve``."""
+  name: str
+  values: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One task of a family.
+
+  Attributes:
+    id: unique within the family (e.g. ``digits/mlp``).
+    evaluate: ``(key, Points) -> Metrics``, jittable, for a batch of configurations.
+    info: descriptive fields (dataset, model, ...), JSON-serializable.
+  """
+  id: str
+  evaluate: Callable[[jax.Array, Points], Metrics]
+  info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class TaskFamily:
+  """Base class of task families.
+
+  Subclasses set ``name``, ``space``, ``fidelity`` (or None), ``cost_unit`` and
+  implement `splits` and `task`.
+  """
+  name: str = "family"
+  space: Space
+  fidelity: Fidelity | None = None
+  cost_unit: str = "none"
+
+  def splits(self) -> dict[str, list[str]]:
+    """Task ids per split (keys: ``SPLITS``)."""
+    raise NotImplementedError
+
+  def task(self, task_id: str) -> Task:
+    """Builds one task (may load data; not jittable itself)."""
+    raise NotImplementedError
+
+  def task_ids(self, split: str | None = None) -> list[str]:
+    s = self.splits()
+    if split is None:
+      return [t for name in SPLITS for t in s.get(name, [])]
+    if split not in SPLITS:
+      raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return list(s.get(split, []))
+
+
+def check_metrics(metrics: Metrics, batch: int, curve_len: int | None = None) -> None:
+  """Raises AssertionError when a family's metrics break the contract (used by tests)."""
+  for name in ("objective", "test_objective", "cost", "num_params", "memory"):
+    arr = getattr(metrics, name)
+    assert arr.shape == (batch,), f"{name} has shape {arr.shape}, expected ({batch},)"
+  assert metrics.failed.shape == (batch,) and metrics.failed.dtype == jnp.bool_
+  assert metrics.reason.shape == (batch,)
+  assert metrics.curve.ndim == 2 and metrics.curve.shape[0] == batch
+  if curve_len is not None:
+    assert metrics.curve.shape[1] == curve_len
+
+
+def split_lists(ids: Sequence[str], fractions: Sequence[float], seed: int = 0) -> list[list[str]]:
+  """Deterministically splits ids into consecutive groups of the given fractions."""
+  import random  # pylint: disable=import-outside-toplevel
+  order = sorted(ids)
+  random.Random(seed).shuffle(order)
+  out, start = [], 0
+  for i, f in enumerate(fractions):
+    end = len(order) if i == len(fractions) - 1 else start + int(round(f * len(order)))
+    out.append(order[start:end])
+    start = end
+  return out
