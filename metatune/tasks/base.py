@@ -86,10 +86,13 @@ class Task:
     id: unique within the family (e.g. ``digits/mlp``).
     evaluate: ``(key, Points) -> Metrics``, jittable, for a batch of configurations.
     info: descriptive fields (dataset, model, ...), JSON-serializable.
+    pool: for pool-based tasks (recorded evaluations), the configurations that
+      can be answered exactly; None otherwise.
   """
   id: str
   evaluate: Callable[[jax.Array, Points], Metrics]
   info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  pool: Points | None = None
 
 
 class TaskFamily:

@@ -183,3 +183,26 @@ def default_space() -> Space:
   """The embedded default space (``metatune/tasks/spaces/synthetic_mlp.yaml``)."""
   ref = importlib.resources.files("metatune.tasks") / "spaces" / "synthetic_mlp.yaml"
   return io.loads(ref.read_text(encoding="utf-8"), "metatune/tasks/spaces/synthetic_mlp.yaml")
+
+
+def make_family(options: dict, data_dir=None) -> SyntheticFamily:
+  """Builds a family from config options: ``space`` (``default`` or a path) and `SyntheticConfig` fields.
+
+  Raises:
+    ValueError: naming an unknown or mistyped option.
+  """
+  del data_dir  # synthetic tasks need no data
+  options = dict(options)
+  space_opt = options.pop("space", "default")
+  fields = {f.name: f for f in dataclasses.fields(SyntheticConfig)}
+  for k, v in options.items():
+    if k not in fields:
+      raise ValueError(f"unknown option {k!r} of the synthetic family; allowed: space, "
+                       f"{', '.join(fields)}")
+    want = {"int": int, "float": float, "str | None": str}[fields[k].type]
+    ok = isinstance(v, want) and not isinstance(v, bool) or (want is float and isinstance(
+        v, int) and not isinstance(v, bool))
+    if not ok:
+      raise ValueError(f"option {k!r} must be {want.__name__}, got {v!r}")
+  space = default_space() if space_opt == "default" else io.load(space_opt)
+  return SyntheticFamily(space, SyntheticConfig(**options))

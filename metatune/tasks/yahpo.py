@@ -1,0 +1,383 @@
+"""YAHPO Gym surrogate benchmarks as jittable task families (one dataset instance per task).
+
+YAHPO Gym (Pfisterer et al., 2022) ships, per scenario, a ConfigSpace, an
+``encoding.json`` and a feed-forward surrogate ``model.onnx``. Its
+``BenchmarkSet._config_to_xs`` (slds-lmu/yahpo_gym,
+``yahpo_gym/benchmark_set.py``) feeds the network two matrices:
+
+* ``x_cont f32[B, C]``: the raw values of the scenario's ``cont_names``, in
+  that order (ints as floats), an inactive parameter as ``0``;
+* ``x_cat i32[B, K]``: ``encoding[name][value]`` for each of ``cat_names``
+  (the instance first), an inactive parameter as the code of ``"#na#"``.
+
+Every other transform is inside the ONNX graph (checked against its nodes):
+log (``log(x + 1e-12)``) or negative-exponential input transforms with
+min-max scaling, categorical embeddings, and, after a sigmoid head, the
+inverse target transforms and de-normalization. So this module only builds
+the two matrices from encoded `Points` and runs the graph through
+`onnx_jax`. Column orders are those of the v1.0 surrogates in the data
+folder (``yahpo_gym/benchmarks/{lcbench,rbv2,iaml}.py`` at the version where
+``repl`` is continuous), and they match the graphs' input widths and per-column
+scaling constants.
+
+The tuned space is the scenario's ConfigSpace minus the instance parameter
+and the fidelity parameters, with its conditions (rbv2_xgboost: ``eta``,
+``gamma``, ``max_depth``, ... only for ``booster in {gbtree, dart}``,
+``rate_drop`` and ``skip_drop`` only for ``dart``). Fidelities are fixed at
+their maximum (``trainsize = 1``, ``repl = 10``; option ``fidelity`` changes
+them); for lcbench every epoch 1..52 is evaluated, giving the learning curve,
+and the objective is read at the last epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metatune.space import Space, expr, io
+from metatune.tasks import onnx_jax
+from metatune.tasks.base import REASON_CODE, Fidelity, Metrics, Task, TaskFamily, split_lists
+from metatune.tuners.base import Points
+
+
+class Objective(NamedTuple):
+  """How a surrogate target becomes a minimized objective: ``sign * scale * target``.
+
+  ``test`` names the target used for ``Metrics.test_objective`` (None: NaN).
+  """
+  target: str
+  sign: float
+  scale: float = 1.0
+  test: str | None = None
+
+
+class Scenario(NamedTuple):
+  """Static facts about one YAHPO scenario (from ``yahpo_gym/benchmarks/*.py``)."""
+  instance: str
+  cont_names: tuple[str, ...]
+  cat_names: tuple[str, ...]
+  targets: tuple[str, ...]
+  fidelity_params: tuple[str, ...]
+  cost: str
+  objectives: Mapping[str, Objective]
+  default_objective: str
+  curve_param: str | None = None
+
+
+_MAX = -1.0
+_MIN = 1.0
+_RBV2_TARGETS = ("acc", "bac", "auc", "brier", "f1", "logloss", "timetrain", "timepredict",
+                 "memory")
+_RBV2_OBJECTIVES = {"acc": Objective("acc", _MAX), "bac": Objective("bac", _MAX),
+                    "auc": Objective("auc", _MAX), "f1": Objective("f1", _MAX),
+                    "brier": Objective("brier", _MIN), "logloss": Objective("logloss", _MIN)}
+
+SCENARIOS: dict[str, Scenario] = {
+    "lcbench": Scenario(
+        instance="OpenML_task_id",
+        cont_names=("epoch", "batch_size", "learning_rate", "momentum", "weight_decay",
+                    "num_layers", "max_units", "max_dropout"),
+        cat_names=("OpenML_task_id",),
+        targets=("time", "val_accuracy", "val_cross_entropy", "val_balanced_accuracy",
+                 "test_cross_entropy", "test_balanced_accuracy"),
+        fidelity_params=("epoch",), cost="time",
+        # val_accuracy is in percent; scaled to a fraction like every other accuracy here.
+        # LCBench has no test accuracy, so its test objective is NaN.
+        objectives={
+            "val_accuracy": Objective("val_accuracy", _MAX, 0.01),
+            "val_balanced_accuracy": Objective("val_balanced_accuracy", _MAX, 1.0,
+                                               "test_balanced_accuracy"),
+            "val_cross_entropy": Objective("val_cross_entropy", _MIN, 1.0, "test_cross_entropy"),
+        },
+        default_objective="val_accuracy", curve_param="epoch"),
+    "rbv2_xgboost": Scenario(
+        instance="task_id",
+        cont_names=("nrounds", "eta", "gamma", "lambda", "alpha", "subsample", "max_depth",
+                    "min_child_weight", "colsample_bytree", "colsample_bylevel", "rate_drop",
+                    "skip_drop", "trainsize", "repl"),
+        cat_names=("task_id", "booster", "num.impute.selected.cpo"),
+        targets=_RBV2_TARGETS, fidelity_params=("trainsize", "repl"), cost="timetrain",
+        objectives=_RBV2_OBJECTIVES, default_objective="acc"),
+    "rbv2_rpart": Scenario(
+        instance="task_id",
+        cont_names=("cp", "maxdepth", "minbucket", "minsplit", "trainsize", "repl"),
+        cat_names=("task_id", "num.impute.selected.cpo"),
+        targets=_RBV2_TARGETS, fidelity_params=("trainsize", "repl"), cost="timetrain",
+        objectives=_RBV2_OBJECTIVES, default_objective="acc"),
+    "iaml_glmnet": Scenario(
+        instance="task_id",
+        cont_names=("alpha", "s", "trainsize"),
+        cat_names=("task_id",),
+        targets=("mmce", "f1", "auc", "logloss", "ramtrain", "rammodel", "rampredict",
+                 "timetrain", "timepredict", "mec", "ias", "nf"),
+        fidelity_params=("trainsize",), cost="timetrain",
+        objectives={"mmce": Objective("mmce", _MIN), "logloss": Objective("logloss", _MIN),
+                    "f1": Objective("f1", _MAX), "auc": Objective("auc", _MAX)},
+        default_objective="mmce"),
+}
+
+OPTIONS = ("scenario", "objective", "fidelity", "seed")
+
+
+@dataclasses.dataclass(frozen=True)
+class YahpoConfig:
+  """Settings of a family.
+
+  Attributes:
+    scenario: one of `SCENARIOS`.
+    objective: a key of the scenario's ``objectives`` (None: its default).
+    fidelity: ``(name, value)`` pairs overriding the fixed fidelities (default:
+      each at its maximum); lcbench's ``epoch`` is the curve axis and is not fixed.
+    seed: of the task split.
+  """
+  scenario: str
+  objective: str | None = None
+  fidelity: tuple[tuple[str, float], ...] = ()
+  seed: int = 0
+
+
+def scenario_dir(data_dir: str | os.PathLike, scenario: str) -> pathlib.Path:
+  """The scenario's folder: ``data_dir/yahpo/<scenario>`` (or ``data_dir/<scenario>``)."""
+  root = pathlib.Path(data_dir)
+  for d in (root / "yahpo" / scenario, root / scenario):
+    if (d / "model.onnx").is_file():
+      return d
+  raise FileNotFoundError(f"no YAHPO surrogate for scenario {scenario!r} under {root}: expected "
+                          f"{root / 'yahpo' / scenario / 'model.onnx'}")
+
+
+def reduced_space(full: Space, drop: set[str], name: str) -> Space:
+  """``full`` without the parameters in ``drop``; conditions and constraints kept."""
+  keep = [p for p in full.params if p.name not in drop]
+  for p in keep:
+    bad = drop & set(full.parents[p.name])
+    if bad:
+      raise ValueError(f"{full.source}: the condition of {p.name!r} refers to the fixed "
+                       f"parameter(s) {sorted(bad)}")
+  cons = [c for c in full.constraints if not drop & set(_names(c))]
+  return Space(keep, cons, name=name, source=full.source)
+
+
+def _names(constraint) -> list[str]:
+  return expr.names(constraint.node, guarded=False)
+
+
+class YahpoFamily(TaskFamily):
+  """One YAHPO Gym scenario; each dataset instance is a task (``lcbench/3945``).
+
+  The surrogate is deterministic, so ``key`` is unused. Tasks are split 70/15/15
+  into meta-train, meta-validation and held-out datasets; there is one model
+  (learner) per scenario, so ``heldout_model`` is empty. Cost is the surrogate's
+  predicted training time in seconds (lcbench: ``time`` at the last epoch).
+
+  Example:
+    >>> fam = YahpoFamily(YahpoConfig("rbv2_xgboost"), data_dir)  # doctest: +SKIP
+    >>> task = fam.task("rbv2_xgboost/1040")                        # doctest: +SKIP
+    >>> metrics = jax.jit(task.evaluate)(key, Points(values, active))  # doctest: +SKIP
+  """
+
+  cost_unit = "seconds"
+
+  def __init__(self, config: YahpoConfig, data_dir: str | os.PathLike):
+    if config.scenario not in SCENARIOS:
+      raise ValueError(f"unknown YAHPO scenario {config.scenario!r}; supported: "
+                       f"{', '.join(SCENARIOS)}")
+    sc = SCENARIOS[config.scenario]
+    objective = config.objective or sc.default_objective
+    if objective not in sc.objectives:
+      raise ValueError(f"objective {objective!r} is not available for {config.scenario}; "
+                       f"choose one of {', '.join(sc.objectives)}")
+    self.config, self.scenario = config, sc
+    self.objective = sc.objectives[objective]
+    self.name = f"yahpo-{config.scenario}"
+    folder = scenario_dir(data_dir, config.scenario)
+    full = io.load(folder / "config_space.json")
+    self.encoding = json.loads((folder / "encoding.json").read_text(encoding="utf-8"))
+    self.net = onnx_jax.load(folder / "model.onnx")
+    self.space = reduced_space(full, {sc.instance, *sc.fidelity_params}, self.name)
+    self.instances = tuple(str(c) for c in full.params[full.index[sc.instance]].choices
+                           if str(c) in self.encoding[sc.instance])
+    self.fixed = self._fixed_values(full, dict(config.fidelity))
+    self.fidelity = None
+    if sc.curve_param is not None:
+      p = full.params[full.index[sc.curve_param]]
+      self.fidelity = Fidelity(sc.curve_param, tuple(float(v) for v in range(p.low, p.high + 1)))
+    self._build_tables()
+
+  def _fixed_values(self, full: Space, overrides: dict[str, float]) -> dict[str, float]:
+    sc = self.scenario
+    for name in overrides:
+      if name not in sc.fidelity_params or name == sc.curve_param:
+        fixed = [f for f in sc.fidelity_params if f != sc.curve_param]
+        raise ValueError(f"option 'fidelity': {name!r} is not a fixed fidelity of "
+                         f"{self.config.scenario} (those are: {fixed or 'none'})")
+    out = {}
+    for name in sc.fidelity_params:
+      p = full.params[full.index[name]]
+      v = float(overrides.get(name, p.high))
+      if not p.low <= v <= p.high:
+        raise ValueError(f"option 'fidelity': {name} = {v} is outside [{p.low}, {p.high}]")
+      out[name] = v
+    return out
+
+  def _build_tables(self):
+    """Static gathers from the space's encoding to the network's two input matrices."""
+    sc, space = self.scenario, self.space
+    want = (("x_cat", len(sc.cat_names)), ("x_cont", len(sc.cont_names)))
+    got = tuple((n, shape[-1]) for n, shape in zip(self.net.input_names, self.net.input_shapes))
+    if got != want:
+      raise ValueError(f"{self.net.source}: inputs {got} do not match the {self.config.scenario} "
+                       f"layout {want} (a different YAHPO data version?)")
+    self._cont_col = np.array([space.index.get(n, -1) for n in sc.cont_names], np.int32)
+    self._cont_fixed = np.array([self.fixed.get(n, 0.0) for n in sc.cont_names], np.float32)
+    self._cat_col = np.array([space.index.get(n, -1) for n in sc.cat_names], np.int32)
+    codes = np.zeros((len(sc.cat_names), max(space.max_choices, 1)), np.int32)
+    na = np.zeros(len(sc.cat_names), np.int32)
+    for k, name in enumerate(sc.cat_names):
+      enc = self.encoding[name]
+      na[k] = enc["#na#"]
+      if name in space.index:
+        for i, c in enumerate(space.params[space.index[name]].choices):
+          codes[k, i] = enc[str(c)]
+    self._cat_codes, self._cat_na = codes, na
+    self._curve_col = (sc.cont_names.index(sc.curve_param) if sc.curve_param else None)
+    self._target = {n: i for i, n in enumerate(sc.targets)}
+
+  # ------------------------------------------------------------ jittable core
+  def inputs(self, points: Points, instance: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The network's inputs for a batch, as YAHPO Gym builds them.
+
+    Args:
+      points: ``values f32[B, D]``, ``active bool[B, D]`` on `space`.
+      instance: i32[] the instance's code in ``encoding.json``.
+
+    Returns:
+      ``(x_cat i32[B, K], x_cont f32[B, C])``; for lcbench ``epoch`` holds its
+      maximum (`predict` sweeps it).
+    """
+    vals = self.space.comparable(points.values)
+    idx = self.space.choice_index(points.values)
+    b = vals.shape[0]
+    col = np.maximum(self._cont_col, 0)
+    tuned = self._cont_col >= 0
+    cont = jnp.where(tuned & points.active[:, col], vals[:, col], 0.0)
+    x_cont = jnp.where(tuned, cont, self._cont_fixed).astype(jnp.float32)
+    col = np.maximum(self._cat_col, 0)
+    code = jnp.take_along_axis(jnp.asarray(self._cat_codes)[None], idx[:, col][..., None],
+                               axis=-1)[..., 0]
+    code = jnp.where(points.active[:, col], code, self._cat_na)
+    x_cat = jnp.where(self._cat_col >= 0, code, jnp.asarray(instance, jnp.int32))
+    return x_cat.astype(jnp.int32), jnp.broadcast_to(x_cont, (b, len(self._cont_col)))
+
+  def predict(self, points: Points, instance: jax.Array) -> jax.Array:
+    """All surrogate targets (``scenario.targets``): f32[B, T], or f32[B, F, T] along the curve."""
+    x_cat, x_cont = self.inputs(points, instance)
+    if self._curve_col is None:
+      return self.net(x_cat, x_cont)[0]
+    steps = jnp.asarray(self.fidelity.values, jnp.float32)
+    b, f = x_cont.shape[0], steps.shape[0]
+    x_cont = jnp.broadcast_to(x_cont[:, None, :], (b, f, x_cont.shape[1]))
+    x_cont = x_cont.at[:, :, self._curve_col].set(steps)
+    x_cat = jnp.broadcast_to(x_cat[:, None, :], (b, f, x_cat.shape[1]))
+    out = self.net(x_cat.reshape(b * f, -1), x_cont.reshape(b * f, -1))[0]
+    return out.reshape(b, f, -1)
+
+  def evaluate(self, key: jax.Array, points: Points, instance: jax.Array) -> Metrics:
+    """Metrics of a batch on one instance (an i32 code, so tasks ``vmap`` as data)."""
+    del key  # deterministic surrogate
+    out = self.predict(points, instance)
+    obj = self.objective
+    pick = lambda name: out[..., self._target[name]]
+    curve = obj.sign * obj.scale * pick(obj.target)
+    if curve.ndim == 1:
+      curve = curve[:, None]
+    objective = curve[:, -1]
+    test = (obj.sign * obj.scale * pick(obj.test) if obj.test else
+            jnp.full(curve.shape, jnp.nan, jnp.float32))
+    test = test[:, -1] if test.ndim == 2 else test
+    cost = pick(self.scenario.cost)
+    cost = cost[:, -1] if cost.ndim == 2 else cost
+    watched = jnp.concatenate([curve, cost[:, None]], axis=1)
+    nan = jnp.any(jnp.isnan(watched), axis=1)
+    failed = jnp.any(~jnp.isfinite(watched), axis=1)
+    reason = jnp.where(nan, REASON_CODE["nan"], REASON_CODE["diverged"])
+    return Metrics.simple(objective, failed, reason, test_objective=test, curve=curve,
+                          cost=cost)
+
+  # ------------------------------------------------------------- the family
+  def task_id(self, instance: str) -> str:
+    return f"{self.config.scenario}/{instance}"
+
+  def splits(self) -> dict[str, list[str]]:
+    ids = [self.task_id(i) for i in self.instances]
+    train, valid, held = split_lists(ids, (0.7, 0.15, 0.15), self.config.seed)
+    return {"meta_train": train, "meta_valid": valid, "heldout_dataset": held,
+            "heldout_model": []}
+
+  def instance_code(self, task_id: str) -> int:
+    """The ``encoding.json`` code of a task's instance; ValueError for an unknown task."""
+    prefix = f"{self.config.scenario}/"
+    instance = task_id[len(prefix):] if task_id.startswith(prefix) else None
+    if instance not in self.instances:
+      raise ValueError(f"unknown task {task_id!r} of family {self.name!r} (expected "
+                       f"{prefix}<instance>, e.g. {self.task_id(self.instances[0])})")
+    return int(self.encoding[self.scenario.instance][instance])
+
+  def task(self, task_id: str) -> Task:
+    code = self.instance_code(task_id)
+    evaluate = functools.partial(_evaluate_task, self, code)
+    info = {"scenario": self.config.scenario, "instance": task_id.split("/", 1)[1],
+            "instance_code": code, "objective": self.objective.target}
+    return Task(task_id, evaluate, info)
+
+
+def _evaluate_task(family: YahpoFamily, code: int, key: jax.Array, points: Points) -> Metrics:
+  return family.evaluate(key, points, jnp.asarray(code, jnp.int32))
+
+
+def make_family(options: Mapping[str, Any], data_dir: str | os.PathLike | None) -> YahpoFamily:
+  """Builds a family from YAML ``options`` (``family: yahpo``).
+
+  Args:
+    options: ``scenario`` (required: lcbench, rbv2_xgboost, rbv2_rpart,
+      iaml_glmnet), ``objective`` (default per scenario: lcbench
+      ``val_accuracy``, rbv2 ``acc``, iaml ``mmce``), ``fidelity`` (mapping of
+      fixed fidelity values), ``seed`` (of the split).
+    data_dir: the data folder holding ``yahpo/<scenario>/``.
+
+  Raises:
+    ValueError: naming the offending option.
+  """
+  if not isinstance(options, Mapping):
+    raise ValueError(f"yahpo options must be a mapping, got {type(options).__name__}")
+  for k in options:
+    if k not in OPTIONS:
+      raise ValueError(f"unknown yahpo option {k!r}; allowed: {', '.join(OPTIONS)}")
+  scenario = options.get("scenario")
+  if scenario not in SCENARIOS:
+    raise ValueError(f"option 'scenario' must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
+  sc = SCENARIOS[scenario]
+  objective = options.get("objective")
+  if objective is not None and objective not in sc.objectives:
+    raise ValueError(f"option 'objective' must be one of {', '.join(sc.objectives)} for "
+                     f"{scenario}, got {objective!r}")
+  fidelity = options.get("fidelity") or {}
+  if not isinstance(fidelity, Mapping) or not all(
+      isinstance(v, int | float) and not isinstance(v, bool) for v in fidelity.values()):
+    raise ValueError(f"option 'fidelity' must map fidelity names to numbers, got {fidelity!r}")
+  seed = options.get("seed", 0)
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    raise ValueError(f"option 'seed' must be an integer, got {seed!r}")
+  if data_dir is None:
+    raise ValueError("the yahpo family needs a data folder (data_dir, e.g. METATUNE_DATA_DIR)")
+  config = YahpoConfig(scenario, objective, tuple(sorted(
+      (str(k), float(v)) for k, v in fidelity.items())), seed)
+  return YahpoFamily(config, data_dir)
