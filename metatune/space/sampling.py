@@ -106,8 +106,17 @@ def repair(space: Space, key: jax.Array, values: jax.Array, active: jax.Array, p
   if not space.constraints:
     return values, active
   rate, pool_u, pool_a = feasibility(space)
+  loop_key, pool_key = jax.random.split(key)
+  u, a, ok = _redraw(space, loop_key, values, active, propose_fn, _max_rounds(rate))
+  pick = jax.random.randint(pool_key, (values.shape[0],), 0, pool_u.shape[0])
+  u = jnp.where(ok[:, None], u, jnp.asarray(pool_u)[pick])
+  a = jnp.where(ok[:, None], a, jnp.asarray(pool_a)[pick])
+  return u, a
+
+
+def _redraw(space: Space, key: jax.Array, values, active, propose_fn, rounds: int):
+  """Redraws infeasible rows from ``propose_fn`` for at most ``rounds`` rounds; returns ok too."""
   num = values.shape[0]
-  rounds = _max_rounds(rate)
   ok = space.feasible(values, active)
 
   def cond(carry):
@@ -124,12 +133,8 @@ def repair(space: Space, key: jax.Array, values: jax.Array, active: jax.Array, p
     a = jnp.where(take[:, None], na, a)
     return i + 1, u, a, ok | nok, key
 
-  key, pool_key = jax.random.split(key)
   _, u, a, ok, _ = jax.lax.while_loop(cond, body, (0, values, active, ok, key))
-  pick = jax.random.randint(pool_key, (num,), 0, pool_u.shape[0])
-  u = jnp.where(ok[:, None], u, jnp.asarray(pool_u)[pick])
-  a = jnp.where(ok[:, None], a, jnp.asarray(pool_a)[pick])
-  return u, a
+  return u, a, ok
 
 
 def sample(key: jax.Array, space: Space, num: int) -> tuple[jax.Array, jax.Array]:
@@ -219,23 +224,9 @@ def perturb(key: jax.Array, space: Space, values: jax.Array, active: jax.Array,
   u, a = propose(first_key, num)
   if not space.constraints:
     return u, a
-  ok = space.feasible(u, a)
   rounds = min(_max_rounds(feasibility(space)[0]), 64)
-
-  def cond(c):
-    i, _, _, ok, _ = c
-    return (i < rounds) & ~jnp.all(ok)
-
-  def body(c):
-    i, u, a, ok, k = c
-    k, draw = jax.random.split(k)
-    nu, na = propose(draw, num)
-    nok = space.feasible(nu, na)
-    take = ~ok & nok
-    return (i + 1, jnp.where(take[:, None], nu, u), jnp.where(take[:, None], na, a), ok | nok,
-            k)
-
-  _, u, a, ok, _ = jax.lax.while_loop(cond, body, (0, u, a, ok, repair_key))
+  u, a, ok = _redraw(space, repair_key, u, a, propose, rounds)
+  # As a last resort the configuration stays as it was, which is feasible.
   return jnp.where(ok[:, None], u, space.canonical(values, active)), jnp.where(
       ok[:, None], a, active)
 
