@@ -1,17 +1,4 @@
-"""An ONNX inference graph run as a pure, jittable and vmappable `jax.numpy` function.
-
-A small interpreter over the graph's node list: weights come from the
-initializers, and everything that depends only on constants and shapes
-(``Constant``, ``Shape``, the index arithmetic feeding ``Slice``) is folded
-with numpy while tracing, so shapes stay static under `jax.jit` and
-`jax.vmap`. It supports the operators of feed-forward surrogates exported by
-PyTorch (the YAHPO Gym networks); any other operator is rejected when the
-model is loaded, naming it.
-
-Example:
-  >>> net = load("yahpo/lcbench/model.onnx")  # doctest: +SKIP
-  >>> (out,) = jax.jit(net)(x_cat, x_cont)    # doctest: +SKIP
-"""
+"""An ONNX inference graph run as a pure, jittable and vmappable `jax.numpy` function."""
 
 from __future__ import annotations
 
@@ -69,7 +56,7 @@ def _cast(x, dtype: np.dtype):
 
 def _div(a, b):
   xp = _xp(a, b)
-  if np.issubdtype(np.result_type(a, b), np.integer):  # ONNX integer Div truncates toward 0
+  if jnp.issubdtype(jnp.result_type(a, b), jnp.integer):  # ONNX integer Div truncates toward 0
     if xp is np:
       q = np.abs(a) // np.abs(b)
       return (np.sign(a) * np.sign(b) * q).astype(np.result_type(a, b))
@@ -176,6 +163,14 @@ OPS: dict[str, Callable[..., Any]] = {
 class OnnxFunction:
   """A loaded ONNX graph; calling it runs the graph with `jax.numpy`.
 
+  A small interpreter over the node list: weights come from the initializers,
+  and whatever depends only on constants and shapes (``Constant``, ``Shape``,
+  the index arithmetic feeding ``Slice``) is folded with numpy while tracing,
+  so shapes stay static under `jax.jit` and `jax.vmap`. It runs the operators
+  of feed-forward networks exported by PyTorch (`OPS`, e.g. the YAHPO Gym
+  surrogates); `from_model` rejects any other operator, naming it. Casts to
+  64-bit types compute in 32 bits unless ``jax_enable_x64`` is set.
+
   Attributes:
     input_names: the graph inputs, in order (positional arguments follow it).
     input_dtypes: the dtype each input is cast to.
@@ -186,6 +181,10 @@ class OnnxFunction:
     constants: folded ``Constant`` nodes, name -> numpy array.
     nodes: the remaining nodes, in topological order.
     source: the file, for messages.
+
+  Example:
+    >>> net = load("yahpo/lcbench/model.onnx")  # doctest: +SKIP
+    >>> (out,) = jax.jit(net)(x_cat, x_cont)    # doctest: +SKIP
   """
   input_names: tuple[str, ...]
   input_dtypes: tuple[np.dtype, ...]

@@ -1,33 +1,4 @@
-"""YAHPO Gym surrogate benchmarks as jittable task families (one dataset instance per task).
-
-YAHPO Gym (Pfisterer et al., 2022) ships, per scenario, a ConfigSpace, an
-``encoding.json`` and a feed-forward surrogate ``model.onnx``. Its
-``BenchmarkSet._config_to_xs`` (slds-lmu/yahpo_gym,
-``yahpo_gym/benchmark_set.py``) feeds the network two matrices:
-
-* ``x_cont f32[B, C]``: the raw values of the scenario's ``cont_names``, in
-  that order (ints as floats), an inactive parameter as ``0``;
-* ``x_cat i32[B, K]``: ``encoding[name][value]`` for each of ``cat_names``
-  (the instance first), an inactive parameter as the code of ``"#na#"``.
-
-Every other transform is inside the ONNX graph (checked against its nodes):
-log (``log(x + 1e-12)``) or negative-exponential input transforms with
-min-max scaling, categorical embeddings, and, after a sigmoid head, the
-inverse target transforms and de-normalization. So this module only builds
-the two matrices from encoded `Points` and runs the graph through
-`onnx_jax`. Column orders are those of the v1.0 surrogates in the data
-folder (``yahpo_gym/benchmarks/{lcbench,rbv2,iaml}.py`` at the version where
-``repl`` is continuous), and they match the graphs' input widths and per-column
-scaling constants.
-
-The tuned space is the scenario's ConfigSpace minus the instance parameter
-and the fidelity parameters, with its conditions (rbv2_xgboost: ``eta``,
-``gamma``, ``max_depth``, ... only for ``booster in {gbtree, dart}``,
-``rate_drop`` and ``skip_drop`` only for ``dart``). Fidelities are fixed at
-their maximum (``trainsize = 1``, ``repl = 10``; option ``fidelity`` changes
-them); for lcbench every epoch 1..52 is evaluated, giving the learning curve,
-and the objective is read at the last epoch.
-"""
+"""YAHPO Gym surrogate benchmarks as jittable task families, one dataset instance per task."""
 
 from __future__ import annotations
 
@@ -43,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune.space import Space, expr, io
-from metatune.tasks import onnx_jax
 from metatune.tasks.base import REASON_CODE, Fidelity, Metrics, Task, TaskFamily, split_lists
 from metatune.tuners.base import Points
 
@@ -162,21 +132,36 @@ def reduced_space(full: Space, drop: set[str], name: str) -> Space:
     if bad:
       raise ValueError(f"{full.source}: the condition of {p.name!r} refers to the fixed "
                        f"parameter(s) {sorted(bad)}")
-  cons = [c for c in full.constraints if not drop & set(_names(c))]
+  cons = [c for c in full.constraints if not drop & set(expr.names(c.node, guarded=False))]
   return Space(keep, cons, name=name, source=full.source)
 
 
-def _names(constraint) -> list[str]:
-  return expr.names(constraint.node, guarded=False)
-
-
 class YahpoFamily(TaskFamily):
-  """One YAHPO Gym scenario; each dataset instance is a task (``lcbench/3945``).
+  """One YAHPO Gym scenario (Pfisterer et al., 2022); each dataset instance is a task.
 
-  The surrogate is deterministic, so ``key`` is unused. Tasks are split 70/15/15
-  into meta-train, meta-validation and held-out datasets; there is one model
-  (learner) per scenario, so ``heldout_model`` is empty. Cost is the surrogate's
-  predicted training time in seconds (lcbench: ``time`` at the last epoch).
+  YAHPO ships per scenario a ConfigSpace, an ``encoding.json`` and a surrogate
+  network ``model.onnx``, run here through `onnx_jax`. ``BenchmarkSet._config_to_xs``
+  (slds-lmu/yahpo_gym, ``yahpo_gym/benchmark_set.py``) feeds the network
+  ``x_cont``, the raw values of ``Scenario.cont_names`` (ints as floats, an
+  inactive parameter as 0), and ``x_cat``, ``encoding[name][value]`` for each
+  of ``Scenario.cat_names`` (instance first, an inactive one as ``"#na#"``).
+  Every other transform is inside the graph: ``log(x + 1e-12)`` or
+  ``exp(-x / c)`` input transforms with min-max scaling, embeddings, and after
+  a sigmoid head the inverse target transforms and de-normalization. Column
+  orders are those of the v1.0 surrogates (``yahpo_gym/benchmarks/*.py``, the
+  version where ``repl`` is continuous); they match the graphs' input widths
+  and per-column scaling constants.
+
+  The tuned space is the scenario's ConfigSpace minus the instance and the
+  fidelity parameters, conditions kept (rbv2_xgboost: the tree parameters only
+  for ``booster in {gbtree, dart}``, ``rate_drop``/``skip_drop`` only for
+  ``dart``). Fidelities are fixed at their maximum (``trainsize = 1``,
+  ``repl = 10``; ``YahpoConfig.fidelity`` changes them); lcbench evaluates
+  every epoch 1..52 into ``Metrics.curve`` and reads the objective at the last.
+  Cost is the predicted training time in seconds (lcbench ``time`` at the last
+  epoch, else ``timetrain``). The surrogate is deterministic: ``key`` is unused.
+  Tasks (``lcbench/3945``) split 70/15/15 into meta-train, meta-validation and
+  held-out datasets; a scenario has one learner, so ``heldout_model`` is empty.
 
   Example:
     >>> fam = YahpoFamily(YahpoConfig("rbv2_xgboost"), data_dir)  # doctest: +SKIP
@@ -193,14 +178,16 @@ class YahpoFamily(TaskFamily):
     sc = SCENARIOS[config.scenario]
     objective = config.objective or sc.default_objective
     if objective not in sc.objectives:
-      raise ValueError(f"objective {objective!r} is not available for {config.scenario}; "
-                       f"choose one of {', '.join(sc.objectives)}")
+      raise ValueError(f"option 'objective': {objective!r} is not available for "
+                       f"{config.scenario}; choose one of {', '.join(sc.objectives)}")
     self.config, self.scenario = config, sc
     self.objective = sc.objectives[objective]
     self.name = f"yahpo-{config.scenario}"
     folder = scenario_dir(data_dir, config.scenario)
     full = io.load(folder / "config_space.json")
     self.encoding = json.loads((folder / "encoding.json").read_text(encoding="utf-8"))
+    # Imported here so that the package imports without the optional onnx dependency.
+    from metatune.tasks import onnx_jax  # pylint: disable=import-outside-toplevel
     self.net = onnx_jax.load(folder / "model.onnx")
     self.space = reduced_space(full, {sc.instance, *sc.fidelity_params}, self.name)
     self.instances = tuple(str(c) for c in full.params[full.index[sc.instance]].choices
@@ -223,8 +210,9 @@ class YahpoFamily(TaskFamily):
     for name in sc.fidelity_params:
       p = full.params[full.index[name]]
       v = float(overrides.get(name, p.high))
-      if not p.low <= v <= p.high:
-        raise ValueError(f"option 'fidelity': {name} = {v} is outside [{p.low}, {p.high}]")
+      if not p.low <= v <= p.high or (p.kind == "int" and not v.is_integer()):
+        raise ValueError(f"option 'fidelity': {name} = {v} is outside [{p.low}, {p.high}]"
+                         + (" or not a whole number" if p.kind == "int" else ""))
       out[name] = v
     return out
 
@@ -253,7 +241,7 @@ class YahpoFamily(TaskFamily):
 
   # ------------------------------------------------------------ jittable core
   def inputs(self, points: Points, instance: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The network's inputs for a batch, as YAHPO Gym builds them.
+    """The network's inputs for a batch, as YAHPO Gym builds them (see the class docstring).
 
     Args:
       points: ``values f32[B, D]``, ``active bool[B, D]`` on `space`.
@@ -265,17 +253,16 @@ class YahpoFamily(TaskFamily):
     """
     vals = self.space.comparable(points.values)
     idx = self.space.choice_index(points.values)
-    b = vals.shape[0]
     col = np.maximum(self._cont_col, 0)
     tuned = self._cont_col >= 0
     cont = jnp.where(tuned & points.active[:, col], vals[:, col], 0.0)
-    x_cont = jnp.where(tuned, cont, self._cont_fixed).astype(jnp.float32)
+    x_cont = jnp.where(tuned, cont, self._cont_fixed).astype(jnp.float32)  # fidelities fixed
     col = np.maximum(self._cat_col, 0)
     code = jnp.take_along_axis(jnp.asarray(self._cat_codes)[None], idx[:, col][..., None],
                                axis=-1)[..., 0]
     code = jnp.where(points.active[:, col], code, self._cat_na)
     x_cat = jnp.where(self._cat_col >= 0, code, jnp.asarray(instance, jnp.int32))
-    return x_cat.astype(jnp.int32), jnp.broadcast_to(x_cont, (b, len(self._cont_col)))
+    return x_cat.astype(jnp.int32), x_cont
 
   def predict(self, points: Points, instance: jax.Array) -> jax.Array:
     """All surrogate targets (``scenario.targets``): f32[B, T], or f32[B, F, T] along the curve."""
@@ -294,22 +281,19 @@ class YahpoFamily(TaskFamily):
     """Metrics of a batch on one instance (an i32 code, so tasks ``vmap`` as data)."""
     del key  # deterministic surrogate
     out = self.predict(points, instance)
+    if out.ndim == 2:
+      out = out[:, None, :]  # a single fidelity step
+    column = lambda name: out[:, :, self._target[name]]
     obj = self.objective
-    pick = lambda name: out[..., self._target[name]]
-    curve = obj.sign * obj.scale * pick(obj.target)
-    if curve.ndim == 1:
-      curve = curve[:, None]
-    objective = curve[:, -1]
-    test = (obj.sign * obj.scale * pick(obj.test) if obj.test else
-            jnp.full(curve.shape, jnp.nan, jnp.float32))
-    test = test[:, -1] if test.ndim == 2 else test
-    cost = pick(self.scenario.cost)
-    cost = cost[:, -1] if cost.ndim == 2 else cost
+    curve = obj.sign * obj.scale * column(obj.target)  # f32[B, F]
+    test = (obj.sign * obj.scale * column(obj.test)[:, -1] if obj.test else
+            jnp.full(curve.shape[:1], jnp.nan, jnp.float32))
+    cost = column(self.scenario.cost)[:, -1]
     watched = jnp.concatenate([curve, cost[:, None]], axis=1)
-    nan = jnp.any(jnp.isnan(watched), axis=1)
     failed = jnp.any(~jnp.isfinite(watched), axis=1)
-    reason = jnp.where(nan, REASON_CODE["nan"], REASON_CODE["diverged"])
-    return Metrics.simple(objective, failed, reason, test_objective=test, curve=curve,
+    reason = jnp.where(jnp.any(jnp.isnan(watched), axis=1), REASON_CODE["nan"],
+                       REASON_CODE["diverged"])
+    return Metrics.simple(curve[:, -1], failed, reason, test_objective=test, curve=curve,
                           cost=cost)
 
   # ------------------------------------------------------------- the family
@@ -355,6 +339,10 @@ def make_family(options: Mapping[str, Any], data_dir: str | os.PathLike | None) 
 
   Raises:
     ValueError: naming the offending option.
+    FileNotFoundError: when ``data_dir`` holds no surrogate for the scenario.
+
+  Example:
+    >>> fam = make_family({"scenario": "lcbench"}, "../shared/data")  # doctest: +SKIP
   """
   if not isinstance(options, Mapping):
     raise ValueError(f"yahpo options must be a mapping, got {type(options).__name__}")
