@@ -195,10 +195,10 @@ def check_param(p: Param) -> Param:
     if p.weights is not None:
       if len(p.weights) != len(p.choices):
         raise SpaceError(f"{len(p.weights)} weights for {len(p.choices)} choices", where)
-      if any(not _is_num(w) or w < 0 or not math.isfinite(w) for w in p.weights) or sum(
-          p.weights) <= 0:
-        raise SpaceError(f"weights must be finite, non-negative and not all zero: "
-                         f"{list(p.weights)}", where)
+      # A zero weight would give its choice an empty bin of the unit encoding.
+      if any(not _is_num(w) or w <= 0 or not math.isfinite(w) for w in p.weights):
+        raise SpaceError(f"weights must be finite and positive (remove a choice that should "
+                         f"never be sampled): {list(p.weights)}", where)
     if default is None:
       default = p.choices[0]
     if choice_index(p, default) is None:

@@ -47,12 +47,29 @@ def table_case(tmp_path, data_dir):
   return family, diverging
 
 
-CASES = {"synthetic": synthetic_case, "table": table_case}
+def yahpo_case(tmp_path, data_dir):
+  del tmp_path
+  from metatune.tasks import yahpo
+  family = yahpo.make_family({"scenario": "rbv2_rpart"}, data_dir)
+
+  def diverging(space, points):  # a NaN input: every row fails
+    return Points(points.values.at[:, space.index["cp"]].set(jnp.nan), points.active)
+
+  return family, diverging
+
+
+CASES = {"synthetic": synthetic_case, "table": table_case, "yahpo": yahpo_case}
+NEEDS_DATA = {"yahpo"}
+
+
+def test_every_registered_family_has_a_contract_case():
+  assert set(CASES) == set(registry.FAMILIES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_family_contract(name, tmp_path):
-  family, diverging = CASES[name](tmp_path, None)
+def test_family_contract(name, tmp_path, request):
+  data_dir = request.getfixturevalue("data_dir") if name in NEEDS_DATA else None
+  family, diverging = CASES[name](tmp_path, data_dir)
   space = family.space
   splits = family.splits()
   ids = family.task_ids()
