@@ -58,7 +58,20 @@ def yahpo_case(tmp_path, data_dir):
   return family, diverging
 
 
-CASES = {"synthetic": synthetic_case, "table": table_case, "yahpo": yahpo_case}
+def training_case(tmp_path, data_dir):
+  del data_dir
+  from metatune.tasks.training import family as training
+  family = training.make_family({"datasets": ["iris"], "models": ["mlp"], "epochs": 2,
+                                 "steps_per_epoch": 2, "cache_dir": str(tmp_path / "cache")})
+
+  def diverging(space, points):  # a NaN learning rate: every row diverges
+    return Points(points.values.at[:, space.index["lr"]].set(jnp.nan), points.active)
+
+  return family, diverging
+
+
+CASES = {"synthetic": synthetic_case, "table": table_case, "yahpo": yahpo_case,
+         "training": training_case}
 NEEDS_DATA = {"yahpo"}
 
 

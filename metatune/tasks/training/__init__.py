@@ -1,0 +1,8 @@
+"""Real training of small networks on real data, a batch of configurations in one vmap."""
+
+from metatune.tasks.training.data import DATASETS, FOLDER, SKLEARN, Data, DatasetInfo, load
+from metatune.tasks.training.family import (DATASET_SPLIT, HELDOUT_MODELS, TrainingConfig,
+                                            TrainingFamily, make_family)
+from metatune.tasks.training.hparams import HParams, decode, default_space
+from metatune.tasks.training.models import MODELS, Arch, ModelSpec
+from metatune.tasks.training.train import TrainSetup, make_batch_train, make_train
