@@ -3,7 +3,11 @@
 import os
 import pathlib
 
-import jax
+# One BLAS thread per process: on 2 shared cores, threaded LAPACK calls on small GP
+# matrices wait for time slices (about 30x slower) and vmapped ones can deadlock.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # pylint: disable=wrong-import-position
 import pytest
 
 jax.config.update("jax_debug_key_reuse", True)

@@ -14,6 +14,7 @@ from metatune.space import Space, SpaceError
 from metatune.space import expr as ex
 from metatune.space import sampling
 from metatune.tuners.base import History, Points, Tuner, history_init, tell_history
+from metatune.tuners.gp import gp_bo
 
 
 @flax.struct.dataclass
@@ -240,4 +241,5 @@ TUNERS = {
     "random": random_search,
     "quasi_random": quasi_random,
     "grid": grid_search,
+    "gp_bo": gp_bo,
 }

@@ -34,8 +34,12 @@ def space():
   return io.loads(CONTRACT_SPACE, "contract.yaml")
 
 
+# Cheaper settings where a tuner's defaults are slow to compile and run; same code paths.
+CHEAP = {"grid": {"resolution": 3}, "gp_bo": {"num_candidates": 128, "fit_steps": 20}}
+
+
 def make(name, space, batch_size=4, history_size=32):
-  kwargs = {"resolution": 3} if name == "grid" else {}
+  kwargs = CHEAP.get(name, {})
   return TUNERS[name](space, batch_size=batch_size, history_size=history_size, **kwargs)
 
 

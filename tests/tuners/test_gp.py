@@ -1,0 +1,273 @@
+"""GP-BO: the tuner contract, the GP and EI against float64 references, learning."""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+
+import test_contract as contract
+from metatune.space import io, sampling
+from metatune.tasks import SyntheticFamily, default_space
+from metatune.tuners import Evaluation, random_search, run_tuning
+from metatune.tuners import gp
+from metatune.tuners.gp import gp_bo
+
+# Fewer candidates and fit steps than the defaults: the contract is about shapes,
+# keys and validity, and these keep the runs short (compilation dominates anyway).
+CONTRACT_SETTINGS = {"num_candidates": 256, "fit_steps": 50}
+# Once gp_bo is in the registry, test_contract.py runs these itself.
+IN_REGISTRY = "gp_bo" in contract.TUNERS
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_threaded_blas():
+  """OpenBLAS threads even tiny triangular solves; on a busy 2-core machine that is ~30x slower."""
+  try:
+    from threadpoolctl import threadpool_limits
+  except ImportError:
+    yield
+    return
+  jnp.linalg.cholesky(jnp.eye(2)).block_until_ready()  # loads OpenBLAS so the limit reaches it
+  with threadpool_limits(1, user_api="blas"):
+    yield
+
+
+@pytest.fixture(scope="module")
+def space():
+  return io.loads(contract.CONTRACT_SPACE, "contract.yaml")
+
+
+@pytest.fixture
+def registered(monkeypatch):
+  monkeypatch.setitem(contract.TUNERS, "gp_bo", functools.partial(gp_bo, **CONTRACT_SETTINGS))
+
+
+@pytest.mark.skipif(IN_REGISTRY, reason="gp_bo is registered: test_contract.py covers it")
+@pytest.mark.parametrize("test", [
+    contract.test_valid_proposals_under_jit_and_scan,
+    contract.test_failed_evaluations_never_become_incumbent,
+    contract.test_state_shapes_stable_and_no_retrace,
+    contract.test_same_key_same_result_and_vmap,
+    contract.test_history_is_a_ring_buffer_that_keeps_the_best,
+], ids=lambda f: f.__name__.removeprefix("test_"))
+def test_contract(test, space, registered):
+  test("gp_bo", space)
+
+
+# ------------------------------------------------------------ GP correctness
+def _reference_posterior(x, y, xs, lengthscale, signal, noise, mean):
+  """Matérn-5/2 GP posterior and log marginal likelihood in float64 numpy."""
+  x, y, xs = (np.asarray(v, np.float64) for v in (x, y, xs))
+
+  def kern(a, b):
+    r = np.sqrt(np.sum(((a[:, None] - b[None]) / lengthscale) ** 2, -1))
+    return signal * (1 + math.sqrt(5) * r + 5 / 3 * r ** 2) * np.exp(-math.sqrt(5) * r)
+
+  k = kern(x, x) + (noise + gp._JITTER * signal) * np.eye(len(x))
+  ks = kern(xs, x)
+  resid = y - mean
+  alpha = np.linalg.solve(k, resid)
+  mu = mean + ks @ alpha
+  var = signal - np.einsum("ij,ji->i", ks, np.linalg.solve(k, ks.T))
+  lml = -0.5 * resid @ alpha - 0.5 * np.linalg.slogdet(k)[1] - 0.5 * len(x) * math.log(2 * math.pi)
+  return mu, var, lml
+
+
+def _params(num_features, lengthscale, signal=1.0, noise=1e-6, mean=0.0):
+  return gp.GPParams(jnp.full((num_features,), math.log(lengthscale), jnp.float32),
+                     jnp.asarray(math.log(signal), jnp.float32),
+                     jnp.asarray(math.log(noise), jnp.float32), jnp.asarray(mean, jnp.float32))
+
+
+def _toy_data(n=12, f=3, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.uniform(size=(n, f)).astype(np.float32)
+  y = (np.sin(6 * x[:, 0]) + 0.5 * x[:, 1]).astype(np.float32)
+  return x, y
+
+
+def test_posterior_and_likelihood_match_numpy_reference():
+  x, y = _toy_data()
+  xs = np.random.default_rng(1).uniform(size=(20, 3)).astype(np.float32)
+  params = _params(3, 0.4, signal=1.5, noise=1e-2, mean=0.2)
+  mask = jnp.ones(len(x), bool)
+  mu, var = jax.jit(lambda: gp.predict(gp.posterior(params, x, y, mask), xs))()
+  lml = jax.jit(gp.log_marginal_likelihood)(params, x, y, mask)
+  ref_mu, ref_var, ref_lml = _reference_posterior(x, y, xs, 0.4, 1.5, 1e-2, 0.2)
+  np.testing.assert_allclose(mu, ref_mu, atol=1e-4)
+  np.testing.assert_allclose(var, ref_var, atol=1e-4)
+  assert float(lml) == pytest.approx(ref_lml, abs=1e-3)
+
+
+def test_posterior_interpolates_noise_free_points_and_is_uncertain_away():
+  x, y = _toy_data(n=10)
+  params = _params(3, 0.5, noise=1e-6)
+  far = np.full((1, 3), 5.0, np.float32)  # 10 lengthscales from every point
+  mid = x[:2].mean(0, keepdims=True)
+  post_fn = lambda xs: gp.predict(gp.posterior(params, x, y, jnp.ones(len(x), bool)), xs)
+  (mu, var), (_, var_far), (_, var_mid) = jax.jit(lambda: [post_fn(v) for v in (x, far, mid)])()
+  np.testing.assert_allclose(mu, y, atol=1e-2)
+  assert np.all(np.asarray(var) < 1e-3)
+  assert float(var_far[0]) > 0.99
+  assert float(var_mid[0]) > 10 * float(np.max(var))
+
+
+def test_masked_slots_change_nothing():
+  x, y = _toy_data()
+  xs = np.random.default_rng(1).uniform(size=(5, 3)).astype(np.float32)
+  params = _params(3, 0.4, noise=1e-3)
+  garbage_x = np.random.default_rng(2).uniform(size=(6, 3)).astype(np.float32)
+  xp = np.concatenate([x[:4], garbage_x, x[4:]])
+  yp = np.concatenate([y[:4], np.full(6, 1e6, np.float32), y[4:]])
+  mp = np.concatenate([np.ones(4, bool), np.zeros(6, bool), np.ones(len(x) - 4, bool)])
+  ones = np.ones(len(x), bool)
+
+  @jax.jit
+  def both():
+    return [(gp.predict(gp.posterior(params, a, b, m), xs), gp.log_marginal_likelihood(
+        params, a, b, m)) for a, b, m in ((x, y, ones), (xp, yp, mp))]
+
+  ((mu, var), lml), ((mu_p, var_p), lml_p) = both()
+  np.testing.assert_allclose(mu_p, mu, atol=1e-5)
+  np.testing.assert_allclose(var_p, var, atol=1e-5)
+  assert float(lml_p) == pytest.approx(float(lml), abs=1e-3)
+
+
+def test_standardize_ignores_masked_entries():
+  y = jnp.asarray([1.0, 3.0, jnp.inf, 100.0, 5.0])
+  mask = jnp.asarray([True, True, False, False, True])
+  z = gp.standardize(y, mask)
+  np.testing.assert_allclose(z, [-1.0, 0.0, 0.0, 0.0, 1.0], atol=1e-6)
+  assert float(gp.standardize(jnp.ones(3), jnp.ones(3, bool)).max()) == 0.0  # constant: sd 1
+
+
+def test_fit_improves_likelihood_and_finds_the_relevant_dimension():
+  rng = np.random.default_rng(3)
+  x = rng.uniform(size=(30, 3)).astype(np.float32)
+  mask = jnp.ones(30, bool)
+  y = gp.standardize(jnp.asarray(np.sin(6 * x[:, 0])), mask)
+  prior = gp.GPPrior(3)
+  start = prior.init()
+  fit = jax.jit(lambda p: gp.fit(p, x, y, mask, prior, 150))
+  fitted, lml = fit(start)
+  assert float(lml) > float(gp.log_marginal_likelihood(start, x, y, mask)) + 5.0
+  ls = np.exp(np.asarray(fitted.log_lengthscale))
+  assert ls[0] < 0.5 * min(ls[1], ls[2])
+  # Warm start, as between tells: fitting on from the last fit keeps improving.
+  _, lml2 = fit(fitted)
+  assert float(lml2) > float(lml) - 0.5
+
+
+@pytest.mark.parametrize("case", ["empty", "one", "duplicates"])
+def test_fit_and_posterior_stay_finite_on_degenerate_data(case):
+  x = np.zeros((8, 2), np.float32)
+  y = jnp.zeros(8)
+  mask = {"empty": np.zeros(8, bool), "one": np.arange(8) < 1, "duplicates": np.ones(8, bool)}[case]
+  prior = gp.GPPrior(2)
+
+  @jax.jit
+  def fit_predict():
+    params, lml = gp.fit(prior.init(), x, y, mask, prior, 30)
+    return params, lml, gp.predict(gp.posterior(params, x, y, mask), jnp.ones((3, 2)))
+
+  params, lml, (mu, var) = fit_predict()
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params)) and np.isfinite(lml)
+  assert np.all(np.isfinite(mu)) and np.all(np.asarray(var) > 0)
+
+
+# ------------------------------------------------------- expected improvement
+def _reference_log_ei(mean, std, best):
+  z = (best - mean) / std
+  out = np.empty_like(z)
+  hi = z > -5  # direct formula: no cancellation in float64 there
+  out[hi] = np.log(scipy.special.ndtr(z[hi]) * z[hi] + np.exp(-z[hi] ** 2 / 2) /
+                   math.sqrt(2 * math.pi))
+  zl = z[~hi]  # h(z) = phi(z) (1 - |z| sqrt(pi/2) erfcx(|z| / sqrt 2))
+  out[~hi] = (-zl ** 2 / 2 - 0.5 * math.log(2 * math.pi) +
+              np.log1p(-(-zl) * math.sqrt(math.pi / 2) * scipy.special.erfcx(-zl / math.sqrt(2))))
+  return out + np.log(std)
+
+
+def test_log_ei_matches_float64_reference_deep_in_the_tail():
+  z = np.concatenate([np.linspace(-40, 6, 461), [-9.99, -10.0, -10.01, -1.0, -0.999]])
+  std = np.full_like(z, 0.7)
+  mean = -z * std  # best = 0
+  log_ei = jax.jit(gp.log_expected_improvement)
+  got = np.asarray(log_ei(jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32), 0.0))
+  np.testing.assert_allclose(got, _reference_log_ei(mean, std, 0.0), rtol=2e-4, atol=2e-4)
+  far = np.asarray(log_ei(jnp.asarray([1e2, 1e3, 1e4]), jnp.ones(3), 0.0))
+  assert np.all(np.isfinite(far)) and np.all(np.diff(far) < 0)
+
+
+def test_ei_is_zero_far_above_the_incumbent_and_positive_near_a_better_region():
+  x = np.asarray([[0.0], [0.15], [0.5], [0.7], [0.9], [1.0]], np.float32)
+  mask = jnp.ones(len(x), bool)
+
+  @jax.jit
+  def ei_at(xs):
+    y = gp.standardize(jnp.asarray((x[:, 0] - 0.3) ** 2), mask)
+    mu, var = gp.predict(gp.posterior(_params(1, 0.3, noise=1e-6), x, y, mask), xs)
+    return gp.expected_improvement(mu, jnp.sqrt(var), jnp.min(y))
+
+  ei = np.asarray(ei_at(jnp.asarray([[1.0], [0.3]])))
+  assert ei[0] < 1e-6  # the worst observed point, noise-free
+  assert ei[1] > 1e-3 and ei[1] > 1e4 * ei[0]
+
+
+# ---------------------------------------------------------------- the tuner
+def test_batch_proposals_are_distinct(space):
+  tuner = gp_bo(space, batch_size=4, num_candidates=256, fit_steps=50)
+  fn = contract.objective_with_failures(space, fail_every=1000)
+  _, trace = jax.jit(lambda k: run_tuning(k, tuner, fn, 4))(jax.random.key(3))
+  values, active = trace.points.values[2:], trace.points.active[2:]  # past the 8 initial points
+  contract.assert_valid(space, values, active)
+  for feats in np.asarray(sampling.featurize(space, values, active)):
+    dist = np.linalg.norm(feats[:, None] - feats[None], axis=-1)
+    assert np.min(dist[np.triu_indices(4, 1)]) > 1e-3
+
+
+def test_only_failures_still_gives_valid_proposals(space):
+  tuner = gp_bo(space, batch_size=2, num_candidates=128, fit_steps=20)
+
+  def run(key):
+    return run_tuning(key, tuner, lambda k, p: Evaluation.of(jnp.full((2,), jnp.nan)), 5)
+
+  state, trace = jax.jit(run)(jax.random.key(4))
+  contract.assert_valid(space, trace.points.values, trace.points.active)
+  assert not np.isfinite(float(state.history.best_objective))
+  assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state.params))
+
+
+def test_rejects_unknown_fantasy(space):
+  with pytest.raises(ValueError, match="fantasy"):
+    gp_bo(space, fantasy="optimist")
+
+
+def normalized_regret(tuner, family, num_tasks, num_trials, seed):
+  """f32[num_tasks]: normalized regret of the best clean value among the proposals."""
+  task_key, ref_key, run_key = jax.random.split(jax.random.key(seed), 3)
+  tasks = jax.vmap(family.sample)(jax.random.split(task_key, num_tasks))
+  optimum, median, _ = jax.vmap(family.reference)(jax.random.split(ref_key, num_tasks), tasks)
+
+  def run(key, task):
+    _, trace = run_tuning(key, tuner, lambda k, p: family.evaluate(k, task, p), num_trials)
+    clean = family.clean(task, trace.points)
+    return jnp.min(jnp.where(jnp.isfinite(clean), clean, jnp.inf))
+
+  best = jax.jit(jax.vmap(run))(jax.random.split(run_key, num_tasks), tasks)
+  return np.asarray((best - optimum) / (median - optimum))
+
+
+@pytest.mark.slow
+def test_gp_bo_beats_random_search_on_synthetic_tasks():
+  space = default_space()
+  family = SyntheticFamily(space)
+  gp_regret = normalized_regret(gp_bo(space), family, 6, 30, seed=21)
+  random_regret = normalized_regret(random_search(space), family, 6, 30, seed=21)
+  print(f"normalized regret after 30 trials: gp_bo {gp_regret.mean():.3f}, "
+        f"random {random_regret.mean():.3f}")
+  assert gp_regret.mean() < random_regret.mean()
