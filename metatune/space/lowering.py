@@ -38,7 +38,7 @@ _FUNCS = {
 
 
 def lower(node: ex.Node, index: dict[str, int], atom_inactive: bool) -> Lowered:
-  """Mirrors ``expr.evaluate`` with jax.numpy, over the comparable values of a space.
+  """Mirrors ``reference.evaluate`` with jax.numpy, over the comparable values of a space.
 
   Args:
     node: a resolved expression (every leaf numeric).

@@ -21,6 +21,7 @@ import numpy as np
 from metatune.space import expr as ex
 from metatune.space import lowering
 from metatune.space import model
+from metatune.space import reference
 from metatune.space.errors import SpaceError
 from metatune.space.model import Constraint, Param
 
@@ -313,9 +314,9 @@ class Space:
                          where)
     out: dict[str, Any] = {}
     comp: dict[str, float] = {}
-    lookup = ex.lookup_from(comp)
+    lookup = reference.lookup_from(comp)
     for p, cond in zip(self.params, self.conditions):
-      active = cond is None or bool(ex.evaluate(cond, lookup, False))
+      active = cond is None or bool(reference.evaluate(cond, lookup, False))
       if active and p.name not in config:
         why = f" (its condition {p.condition_text!r} holds)" if cond is not None else ""
         raise SpaceError(f"active parameter {p.name!r} is missing{why}", where)
@@ -329,7 +330,7 @@ class Space:
       refs = ex.names(node, guarded=False)
       if not all(r in comp for r in refs):
         continue
-      hit = bool(ex.evaluate(node, lookup, False))
+      hit = bool(reference.evaluate(node, lookup, False))
       if hit != (c.mode == "require"):
         vals = ", ".join(f"{r}={out[r]!r}" for r in ex.names(node) if r in out)
         raise SpaceError(f"configuration violates {c.label()} with {vals}", where)
@@ -387,10 +388,10 @@ class Space:
   def default_config(self) -> dict[str, Any]:
     """The defaults of the parameters that are active when every parameter takes its default."""
     comp: dict[str, float] = {}
-    lookup = ex.lookup_from(comp)
+    lookup = reference.lookup_from(comp)
     cfg = {}
     for p, cond in zip(self.params, self.conditions):
-      if cond is None or ex.evaluate(cond, lookup, False):
+      if cond is None or reference.evaluate(cond, lookup, False):
         cfg[p.name] = p.default
         comp[p.name] = self._comparable_py(p, p.default)
     return cfg
