@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune.space import Space, SpaceError
-from metatune.space import expr as ex
+from metatune.space import reference
 from metatune.space import sampling
 from metatune.tuners.base import History, Points, Tuner, history_init, tell_history
 from metatune.tuners.gp import gp_bo
@@ -184,7 +184,7 @@ def grid_points(space: Space, resolution: int = 5, max_points: int = 100_000
     axis = _axis(p, resolution)
     nxt = []
     for cfg, comp in partial:
-      if cond is not None and not ex.evaluate(cond, ex.lookup_from(comp), False):
+      if cond is not None and not reference.evaluate(cond, reference.lookup_from(comp), False):
         nxt.append((cfg, comp))
         continue
       for v in axis:
