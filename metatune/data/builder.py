@@ -219,7 +219,7 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
         _save_npz(part, {f: np.asarray(getattr(metrics, f))[:real] for f in FIELDS})
         bar.set_postfix_str(task_id)
         bar.update(1)
-      merged = {f: np.concatenate([np.load(p)[f] for p in parts]) for f in FIELDS}
+      merged = _merge(parts)
       _write_task(out, family, task_id, values, active, merged)
       for p in parts:
         p.unlink()
@@ -231,6 +231,15 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
   finally:
     bar.close()
   return summary
+
+
+def _merge(parts: list[pathlib.Path]) -> dict[str, np.ndarray]:
+  """Concatenates the chunk files of a task, opening each once."""
+  chunks = []
+  for p in parts:
+    with np.load(p) as d:
+      chunks.append({f: d[f] for f in FIELDS})
+  return {f: np.concatenate([c[f] for c in chunks]) for f in FIELDS}
 
 
 def _write_task(out, family, task_id, values, active, merged):

@@ -195,12 +195,7 @@ def load(path: str | os.PathLike) -> Space:
     SpaceError: naming the file, the line and the problem.
   """
   path = os.fspath(path)
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except OSError as e:
-    raise SpaceError(f"cannot read the space file: {e.strerror}", path) from None
-  return loads(text, path)
+  return loads(yamlio.read_text(path, "space file"), path)
 
 
 def to_dict(space: Space) -> dict[str, Any]:

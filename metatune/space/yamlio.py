@@ -94,6 +94,15 @@ class Node:
     return self.scalar()
 
 
+def read_text(path: str, what: str) -> str:
+  """A file's text, or a SpaceError naming the file and ``what`` it was meant to be."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return f.read()
+  except OSError as e:
+    raise SpaceError(f"cannot read the {what}: {e.strerror}", path) from None
+
+
 def load(text: str, source: str) -> Node:
   """Parses YAML (or JSON) text into a located node.
 

@@ -62,12 +62,7 @@ class FamilyConfig:
 def load_family_config(path: str | os.PathLike) -> FamilyConfig:
   """Reads a family YAML, rejecting unknown keys; errors name the file and line."""
   path = os.fspath(path)
-  try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
-  except OSError as e:
-    raise SpaceError(f"cannot read the family config: {e.strerror}", path) from None
-  root = yamlio.load(text, path)
+  root = yamlio.load(yamlio.read_text(path, "family config"), path)
   fields = dict(root.items())
   for k, v in fields.items():
     if k not in TOP_KEYS:
