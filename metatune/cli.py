@@ -17,7 +17,8 @@ class UsageError(Exception):
   """A bad command-line argument (exit code 2)."""
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+  """argparse type: a positive whole number (shared by the subcommand modules)."""
   try:
     v = int(text)
   except ValueError:
@@ -179,8 +180,8 @@ def cmd_dataset_show(args) -> int:
 
 def cmd_demo(args) -> int:
   from metatune import demo  # pylint: disable=import-outside-toplevel
-  return demo.main(num_tasks=args.tasks, num_trials=args.trials, seed=args.seed,
-                   as_json=args.json)
+  return demo.main(num_updates=args.updates, num_trials=args.trials, seed=args.seed,
+                   out=args.out, as_json=args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,11 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
   sub.required = True
 
   demo = sub.add_parser("demo", help="the main job on the embedded default (no data folder)",
-                        description="Tunes synthetic conditional tasks of the embedded default "
-                        "space with random, quasi-random and grid search and prints the "
-                        "normalized regret of each.")
-  demo.add_argument("--tasks", type=_positive, default=16, help="number of tasks (default 16)")
-  demo.add_argument("--trials", type=_positive, default=50, help="trials per task (default 50)")
+                        description="Meta-trains the structured policy with PPO on the "
+                        "meta-training tasks of the synthetic conditional family over the "
+                        "embedded default space, then compares it with random, quasi-random and "
+                        "grid search on the held-out tasks and prints the normalized regret.")
+  demo.add_argument("--updates", type=positive_int, default=100,
+                    help="meta-training iterations (default 100)")
+  demo.add_argument("--trials", type=positive_int, default=20,
+                    help="trials per study (default 20)")
+  demo.add_argument("--out", default=None, help="keep the prior in this folder")
   demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
   demo.add_argument("--json", action="store_true", help="print the results as JSON")
   demo.set_defaults(fn=cmd_demo)
@@ -220,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
   build.add_argument("--split", action="append", default=None,
                      help="only tasks of this split (repeatable): meta_train, meta_valid, "
                      "heldout_dataset, heldout_model")
-  build.add_argument("--max-tasks", type=_positive, default=None, help="at most this many tasks")
-  build.add_argument("--configs-per-task", type=_positive, default=None,
+  build.add_argument("--max-tasks", type=positive_int, default=None, help="at most this many tasks")
+  build.add_argument("--configs-per-task", type=positive_int, default=None,
                      help="override the config's dataset.configs_per_task")
   build.add_argument("--no-progress", action="store_true", help="no progress bar")
   build.set_defaults(fn=cmd_dataset_build)
@@ -241,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "and reports how many were invalid and how often each parameter was "
                           "active. Exits 1 if any sample is invalid.")
   check.add_argument("space", metavar="SPACE", help="space file (.yaml, .yml or .json)")
-  check.add_argument("--samples", type=_positive, default=1000,
+  check.add_argument("--samples", type=positive_int, default=1000,
                      help="number of configurations to sample (default 1000)")
   check.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
   check.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -251,10 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "line with the active parameters only (ConfigSpace spaces keep their "
                          "parameter names and value types).")
   samp.add_argument("space", metavar="SPACE", help="space file (.yaml, .yml or .json)")
-  samp.add_argument("--num", type=_positive, required=True, help="number of configurations")
+  samp.add_argument("--num", type=positive_int, required=True, help="number of configurations")
   samp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
   samp.add_argument("--out", required=True, help="output .jsonl file, or - for stdout")
   samp.set_defaults(fn=cmd_space_sample)
+
+  from metatune.meta import cli as meta_cli  # pylint: disable=import-outside-toplevel
+  meta_cli.add_commands(sub)
   return parser
 
 

@@ -115,10 +115,11 @@ def test_console_entry_point_runs():
 
 
 def test_demo_small_run(capsys):
-  assert cli.main(["demo", "--tasks", "3", "--trials", "12", "--json"]) == 0
+  assert cli.main(["demo", "--updates", "2", "--trials", "6", "--json"]) == 0
   report = json.loads(capsys.readouterr().out)
   names = {r["tuner"] for r in report["rows"]}
-  assert names == {"random", "quasi_random", "grid"}
+  assert names == {"metatune prior", "random", "quasi_random", "grid"}
   for r in report["rows"]:
-    mean, se = r["regret@10"]
+    mean, se = r["regret@6"]
     assert 0.0 <= mean < 5.0 and se >= 0.0
+  assert report["num_tasks"] == 15 and report["updates"] == 2

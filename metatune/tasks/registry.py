@@ -32,7 +32,7 @@ FAMILIES = {
     "yahpo": "metatune.tasks.yahpo:make_family",
 }
 PATH_OPTIONS = ("space", "table")
-TOP_KEYS = {"name", "family", "options", "dataset", "description"}
+TOP_KEYS = {"name", "family", "options", "dataset", "description", "meta_train"}
 DATASET_KEYS = {"configs_per_task": int, "design": str, "seed": int, "batch_size": int}
 DESIGNS = ("quasi_random", "random")
 
@@ -53,6 +53,7 @@ class FamilyConfig:
   dataset: DatasetSettings
   source: str
   folder: pathlib.Path  # relative paths in options are relative to the config's folder
+  meta_train: Any = None  # the ``meta_train`` section as a yamlio node (read by metatune.meta)
 
   def to_dict(self) -> dict[str, Any]:
     return {"name": self.name, "family": self.family, "options": self.options,
@@ -95,7 +96,7 @@ def load_family_config(path: str | os.PathLike) -> FamilyConfig:
       raise fields["dataset"].error(f"dataset.{k} must be positive")
   name = str(fields["name"].scalar()) if "name" in fields else pathlib.Path(path).stem
   return FamilyConfig(name, family, options, DatasetSettings(**settings), path,
-                      pathlib.Path(path).resolve().parent)
+                      pathlib.Path(path).resolve().parent, fields.get("meta_train"))
 
 
 def default_data_dir() -> pathlib.Path | None:

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatune.space import Space, io, sampling
+from metatune.space import Space, io
 from metatune.tasks.base import REASON_CODE, Metrics, Task, TaskFamily, split_lists
+from metatune.tasks.reference import task_reference
 from metatune.tuners.base import Evaluation, Points
 
 
@@ -135,7 +136,7 @@ class SyntheticFamily(TaskFamily):
     except (IndexError, ValueError, AssertionError):
       raise ValueError(f"unknown task {task_id!r} of family {self.name!r} (expected "
                        f"synthetic-0000 ... synthetic-{self.config.num_tasks - 1:04d})") from None
-    params = self.sample(jax.random.fold_in(jax.random.key(self.config.seed), index))
+    params = self.task_params(index)
 
     def evaluate(key, points):
       f = self.clean(params, points)
@@ -145,37 +146,18 @@ class SyntheticFamily(TaskFamily):
 
     return Task(task_id, evaluate, {"index": index})
 
+  def task_params(self, index: jax.Array) -> SyntheticTask:
+    """The parameters of task ``synthetic-{index:04d}`` (jittable in ``index``)."""
+    return self.sample(jax.random.fold_in(jax.random.key(self.config.seed), index))
+
+  def task_indices(self, split: str) -> np.ndarray:
+    """i32[N]: the indices of the tasks of a split (see `task_params`)."""
+    return np.asarray([int(t.rsplit("-", 1)[1]) for t in self.task_ids(split)], np.int32)
+
   def reference(self, key: jax.Array, task: SyntheticTask, num: int = 4096, refine: int = 20
-                ) -> tuple[jax.Array, jax.Array]:
-    """Estimates ``(optimum, median, worst)`` of a task's clean objective.
-
-    The optimum comes from ``num`` random feasible configurations refined by
-    ``refine`` rounds of local perturbation of the best ones; the median of
-    random configurations is the scale for normalized regret.
-    """
-    sample_key, refine_key = jax.random.split(key)
-    u, a = sampling.sample(sample_key, self.space, num)
-    f = self.clean(task, Points(u, a))
-    finite = jnp.isfinite(f)
-    worst = jnp.max(jnp.where(finite, f, -jnp.inf))
-    # Failed configurations count as the worst in the median.
-    median = jnp.median(jnp.where(finite, f, worst))
-    f = jnp.where(finite, f, jnp.inf)
-    top = jnp.argsort(f)[:64]
-    u, a, f = u[top], a[top], f[top]
-
-    def body(carry, _):  # the key rides in the carry (see run_tuning)
-      u, a, f, key = carry
-      key, step_key = jax.random.split(key)
-      nu, na = sampling.perturb(step_key, self.space, u, a, scale=0.05)
-      nf = self.clean(task, Points(nu, na))
-      nf = jnp.where(jnp.isfinite(nf), nf, jnp.inf)
-      better = nf < f
-      return (jnp.where(better[:, None], nu, u), jnp.where(better[:, None], na, a),
-              jnp.where(better, nf, f), key), None
-
-    (u, a, f, _), _ = jax.lax.scan(body, (u, a, f, refine_key), None, length=refine)
-    return jnp.min(f), median, worst
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Estimates ``(optimum, median, worst)`` of a task's clean objective (see `task_reference`)."""
+    return task_reference(key, self, task, num, refine)
 
 
 @functools.lru_cache(maxsize=1)

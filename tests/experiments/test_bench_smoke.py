@@ -34,3 +34,15 @@ def test_quick_run_writes_table_and_finds_no_invalid_configs(tmp_path):
   assert res["optuna_invalid"] == 0
   assert len(res["optuna"].configs) == bench.QUICK.optuna_valid
   assert all(rate > 0 for rate in res["metatune_rate"].values()) and res["optuna_rate"] > 0
+
+
+@pytest.mark.slow
+def test_meta_train_benchmark_quick(tmp_path):
+  spec = importlib.util.spec_from_file_location(
+      "bench_meta_train", SCRIPT.parent / "bench_meta_train.py")
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / "speed.md"
+  assert bench.main(["--quick", "--out", str(out)]) == 0
+  text = out.read_text()
+  assert "| 16 | 320 |" in text and "env steps/s" in text

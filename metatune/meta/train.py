@@ -1,0 +1,199 @@
+"""The meta-training driver: iterations with a progress bar, checkpoints, exact resume, a report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from metatune import __version__
+from metatune.evaluation import evaluate_tuners, summary_rows
+from metatune.meta import prior as prior_io
+from metatune.meta.ppo import MetaTrainConfig, MetaTrainer, TrainState
+from metatune.meta.tuner import policy_tuner
+from metatune.tuners import quasi_random, random_search
+
+SETTINGS = "meta_train.json"
+METRICS = "metrics.jsonl"
+
+
+def _settings_doc(config: MetaTrainConfig, family) -> dict:
+  return {"config": dataclasses.asdict(config), "family": getattr(family, "name", "?"),
+          "space_signature": family.space.signature}
+
+
+def _state_tree(state: TrainState) -> dict:
+  return {"params": state.params, "opt_state": state.opt_state,
+          "key": jax.random.key_data(state.key), "update": state.update}
+
+
+def _from_tree(tree: dict) -> TrainState:
+  return TrainState(tree["params"], tree["opt_state"], jax.random.wrap_key_data(tree["key"]),
+                    tree["update"])
+
+
+def _latest_checkpoint(folder: pathlib.Path) -> pathlib.Path | None:
+  ck = folder / "checkpoints"
+  done = sorted((int(p.name.split("_")[1]), p) for p in ck.glob("update_*")
+                if (p / "commit_success.txt").exists() or (p / "_CHECKPOINT_METADATA").exists())
+  return done[-1][1] if done else None
+
+
+def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
+               checkpoint_every: int = 25, stop_after: int | None = None,
+               progress: bool = True, evaluate: bool = True, card_extra: dict | None = None,
+               log: Callable[[str], Any] = print) -> dict:
+  """Meta-trains a policy on ``family``; resumes from ``out``'s last checkpoint if there is one.
+
+  Args:
+    family: a jittable family (see `MetaTrainer`).
+    config: the settings; a resumed run must have the same ones.
+    out: the prior folder.
+    checkpoint_every: iterations between checkpoints (the last one is always saved).
+    stop_after: stop after this many iterations of this call (to test resume).
+    progress: show a progress bar with the return and the regret.
+    evaluate: after training, compare with random and quasi-random on held-out tasks.
+    card_extra: more fields for the card (e.g. the family config).
+    log: where messages go.
+
+  Returns:
+    The card (a dict), or ``{"stopped": update}`` when ``stop_after`` ended it early.
+
+  Raises:
+    ValueError: ``out`` holds a run with other settings.
+  """
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  doc = _settings_doc(config, family)
+  settings_path = out / SETTINGS
+  if settings_path.exists():
+    old = json.loads(settings_path.read_text())
+    if old != json.loads(json.dumps(doc, default=str)):
+      raise ValueError(f"{settings_path}: this folder holds a meta-training run with other "
+                       "settings; use another --out or delete it")
+  else:
+    settings_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+  t0 = time.perf_counter()
+  trainer = MetaTrainer.cached(family, config)
+  state = trainer.init()
+  latest = _latest_checkpoint(out)
+  if latest is not None:
+    state = _from_tree(prior_io.restore_tree(latest, _state_tree(state)))
+    log(f"resuming from {latest} (iteration {int(state.update)})")
+  start = int(state.update)
+  metrics_path = out / METRICS
+  lines = metrics_path.read_text().splitlines()[:start] if metrics_path.exists() else []
+  metrics_path.write_text("".join(line + "\n" for line in lines))
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+    bar = tqdm(total=config.num_updates, initial=start, desc="meta-train", unit="it",
+               file=sys.stderr, dynamic_ncols=True)
+  compile_s = None
+  ran = 0
+  with metrics_path.open("a") as fh:
+    while int(state.update) < config.num_updates:
+      t = time.perf_counter()
+      state, m = trainer.step(state)
+      m = {k: float(v) for k, v in jax.device_get(m).items()}
+      elapsed = time.perf_counter() - t
+      if compile_s is None:
+        compile_s = elapsed
+      m.update(update=int(state.update), seconds=elapsed)
+      fh.write(json.dumps(m) + "\n")
+      fh.flush()
+      ran += 1
+      if bar is not None:
+        bar.update(1)
+        bar.set_postfix(ret=f"{m['episode_return']:.3f}", regret=f"{m['final_regret']:.3f}")
+      u = int(state.update)
+      if u % checkpoint_every == 0 or u == config.num_updates:
+        prior_io.save_tree(out / "checkpoints" / f"update_{u:06d}", _state_tree(state))
+      if stop_after is not None and ran >= stop_after and u < config.num_updates:
+        if bar is not None:
+          bar.close()
+        prior_io.save_tree(out / "checkpoints" / f"update_{u:06d}", _state_tree(state))
+        return {"stopped": u}
+  if bar is not None:
+    bar.close()
+  train_seconds = time.perf_counter() - t0
+  history = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+  card = {
+      "family": getattr(family, "name", "?"), "space": family.space.name,
+      "space_signature": family.space.signature,
+      "tasks_seen": [int(i) for i in trainer.indices], "num_trials": config.num_trials,
+      "meta_train": dataclasses.asdict(config),
+      "training": {"iterations": config.num_updates, "seconds_this_run": train_seconds,
+                   "first_iteration_seconds_incl_compile": compile_s,
+                   "final": history[-1] if history else None},
+      "versions": {"metatune": __version__, "jax": jax.__version__,
+                   "python": platform.python_version()},
+  }
+  card.update(card_extra or {})
+  if evaluate:
+    card["heldout"] = heldout_table(family, state.params, trainer.graphdef, config)
+  card = prior_io.save_prior(out, state.params, config.policy, card)
+  write_report(out, history, card)
+  return card
+
+
+def heldout_table(family, params, graphdef, config: MetaTrainConfig, split: str = "heldout_dataset",
+                  seed: int = 0) -> dict:
+  """Regret of the policy, random and quasi-random search on the held-out tasks."""
+  indices = family.task_indices(split)
+  if len(indices) == 0:
+    return {"split": split, "rows": []}
+  space = family.space
+  tuners = [policy_tuner(space, graphdef, params, config.policy, config.num_trials),
+            random_search(space), quasi_random(space)]
+  result = evaluate_tuners(family, indices, tuners, config.num_trials, seed=seed)
+  rows = summary_rows(result, checkpoints=sorted({5, 10, config.num_trials}))
+  return {"split": split, "num_tasks": len(indices), "num_trials": config.num_trials,
+          "seed": seed, "rows": rows,
+          "regret": {k: v["regret"].tolist() for k, v in result["tuners"].items()}}
+
+
+def table_markdown(heldout: dict) -> str:
+  rows = heldout.get("rows", [])
+  if not rows:
+    return "(no held-out tasks)\n"
+  cols = [k for k in rows[0] if k.startswith("regret@")]
+  lines = ["| tuner | " + " | ".join(cols) + " | failed trials |",
+           "|---|" + "---:|" * len(cols) + "---:|"]
+  for r in rows:
+    cells = " | ".join(f"{r[c][0]:.3f} ± {r[c][1]:.3f}" for c in cols)
+    lines.append(f"| {r['tuner']} | {cells} | {r['failed_trials']} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_report(out: pathlib.Path, history: list[dict], card: dict) -> None:
+  """report.png (return and regret per iteration) and report.md (the held-out table)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  it = np.arange(1, len(history) + 1)
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+  for ax, key, label in zip(axes, ("episode_return", "final_regret", "entropy"),
+                            ("return per study", f"regret@{card['num_trials']} (train tasks)",
+                             "entropy per parameter")):
+    ax.plot(it, [h[key] for h in history])
+    ax.set_xlabel("iteration")
+    ax.set_title(label)
+  fig.tight_layout()
+  fig.savefig(out / "report.png", dpi=100)
+  plt.close(fig)
+  held = card.get("heldout", {})
+  text = (f"# Meta-training report: {card['family']}\n\n"
+          f"{card['training']['iterations']} iterations, {card['num_trials']} trials per study, "
+          f"space {card['space']} ({card['space_signature']}), policy {card['policy_hash']}.\n\n"
+          f"Held-out tasks ({held.get('split')}, {held.get('num_tasks', 0)} tasks): normalized "
+          "regret of the best so far, mean ± s.e. over tasks.\n\n" + table_markdown(held))
+  (out / "report.md").write_text(text)

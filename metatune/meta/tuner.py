@@ -1,0 +1,69 @@
+"""A meta-trained policy as a tuner on the common interface (``init``/``ask``/``tell``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+from flax import nnx
+
+from metatune.networks import policy as pol
+from metatune.networks.tokens import space_info
+from metatune.space import Space
+from metatune.tuners.base import History, Points, Tuner, history_add, history_init
+
+
+@flax.struct.dataclass
+class PolicyTunerState:
+  policy: pol.PolicyState
+  history: History
+
+
+def policy_tuner(space: Space, graphdef: Any, params: Any, config: pol.PolicyConfig,
+                 budget: int, batch_size: int = 1, history_size: int = 256,
+                 name: str = "policy") -> Tuner:
+  """A tuner that proposes with the policy ``(graphdef, params)`` in ``space``.
+
+  The policy may have been trained on another space: it reads the space through
+  its parameter tokens. A batch ask draws ``batch_size`` proposals from the same
+  state (independent samples of the policy); ``tell`` folds the results in one
+  at a time.
+
+  Args:
+    space: the space to propose in.
+    graphdef, params: the policy (``nnx.split``).
+    config: the policy's settings.
+    budget: the number of trials the policy was trained for (a feature of its state).
+    batch_size: proposals per ask.
+    history_size: capacity of the history buffer.
+    name: label for reports.
+
+  Example:
+    >>> tuner = policy_tuner(space, graphdef, params, PolicyConfig(), budget=20)  # doctest: +SKIP
+  """
+  info = space_info(space)
+
+  def init(key):
+    del key
+    return PolicyTunerState(pol.init_state(config, info), history_init(space, history_size))
+
+  def ask(key, state):
+    policy = nnx.merge(graphdef, params)
+    keys = jax.random.split(key, batch_size)
+    action = jax.vmap(lambda k: pol.autoregress(policy, info, state.policy, k)[0])(keys)
+    return Points(action.values, action.active), state
+
+  def tell(key, state, points, evaluation):
+    del key
+    policy = nnx.merge(graphdef, params)
+
+    def fold(ps, x):
+      return pol.observe(policy, info, ps, *x, float(budget)), None
+
+    ps, _ = jax.lax.scan(fold, state.policy, (points.values, points.active,
+                                              evaluation.objective, evaluation.failed))
+    history, metrics = history_add(state.history, points, evaluation)
+    return state.replace(policy=ps, history=history), metrics
+
+  return Tuner(init, ask, tell, space, batch_size, name)

@@ -1,0 +1,279 @@
+"""The structured policy: a recurrent history encoder and a masked autoregressive head.
+
+State: the study so far, folded one trial at a time into a GRU state (each
+trial a token: its configuration as the sum of parameter-embedding x
+value-embedding over active parameters, plus its objective normalized within
+the history, an improvement flag, a failure flag and the budget used), plus
+the incumbent. Updating costs one GRU step per trial, never a re-read of the
+history.
+
+Action: one step per parameter in the space's dependency order. A parameter
+that the values chosen so far make inactive is skipped. Numbers are chosen in
+two stages (one of 16 coarse bins, then one of 16 fine bins in it: 256 levels
+of the unit encoding, so log-scaled parameters are log-spaced); choices are
+scored against their label embeddings. Besides fresh values, an *edit* option
+keeps the incumbent's value. Every option that would break a constraint
+decidable at that step is masked (see `tokens.candidate_mask`); a coarse bin
+is allowed only when its representative fine level is, so the fine stage
+always has an allowed level. A rare dead end (a constraint that the earlier
+choices made impossible to satisfy) is replaced by a known-feasible
+configuration, flagged so that training can penalize it: what the policy
+emits is always valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from metatune.networks.tokens import (CHOICE_DIM, DESC_DIM, NUM_COARSE, NUM_FINE, SpaceInfo,
+                                      candidate_mask)
+from metatune.space import sampling
+
+_REP = (NUM_FINE // 2 + 0.5) / NUM_FINE   # the fine level that represents a coarse bin
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+  """Static settings of the policy network.
+
+  Attributes:
+    hidden: width of every layer and of the recurrent state.
+    edit: offer "keep the incumbent's value" at every parameter (edit mode).
+  """
+  hidden: int = 32
+  edit: bool = True
+
+
+@flax.struct.dataclass
+class PolicyState:
+  """What the policy carries through a study (one study; vmap for many).
+
+  Attributes:
+    h: f32[H] recurrent state.
+    count, mean, m2: Welford statistics of the finite objectives seen.
+    best: f32[] best finite objective (inf when none).
+    inc_values, inc_active: f32[D], bool[D] the incumbent (zeros when none).
+    has_inc: bool[].
+    step: f32[] trials seen.
+  """
+  h: jax.Array
+  count: jax.Array
+  mean: jax.Array
+  m2: jax.Array
+  best: jax.Array
+  inc_values: jax.Array
+  inc_active: jax.Array
+  has_inc: jax.Array
+  step: jax.Array
+
+
+@flax.struct.dataclass
+class Action:
+  """One proposal and what is needed to score it again.
+
+  Attributes:
+    values, active: f32[D], bool[D] the emitted (valid) configuration.
+    first, second: i32[D] stage choices (option 0 is "keep"; then bins or choices).
+    mask1: bool[D, A] allowed first-stage options; mask2: bool[D, NUM_FINE].
+    dead_end: bool[] the head met an unsatisfiable constraint (replaced by a feasible config).
+  """
+  values: jax.Array
+  active: jax.Array
+  first: jax.Array
+  second: jax.Array
+  mask1: jax.Array
+  mask2: jax.Array
+  dead_end: jax.Array
+
+
+class Policy(nnx.Module):
+  """Weights shared by every parameter and every space (see the module docstring)."""
+
+  def __init__(self, config: PolicyConfig, *, rngs: nnx.Rngs):
+    h = config.hidden
+    self.config = config
+    self.param_in = nnx.Linear(DESC_DIM, h, rngs=rngs)
+    self.choice_in = nnx.Linear(CHOICE_DIM, h, rngs=rngs)
+    self.value_in = nnx.Linear(3, h, rngs=rngs)
+    self.token_in = nnx.Linear(h + 4, h, rngs=rngs)
+    self.gru = nnx.GRUCell(h, h, rngs=rngs)
+    self.head1 = nnx.Linear(3 * h + 3, h, rngs=rngs)
+    self.head2 = nnx.Linear(h, h, rngs=rngs)
+    self.coarse = nnx.Linear(h, NUM_COARSE, rngs=rngs)
+    self.fine = nnx.Linear(h + NUM_COARSE, NUM_FINE, rngs=rngs)
+    self.query = nnx.Linear(h, h, rngs=rngs)
+    self.keep = nnx.Linear(h, 1, rngs=rngs)
+    self.critic1 = nnx.Linear(h + 2, h, rngs=rngs)
+    self.critic2 = nnx.Linear(h, 1, rngs=rngs)
+
+  def embed(self, info: SpaceInfo):
+    t = info.tokens
+    return jnp.tanh(self.param_in(t.desc)), jnp.tanh(self.choice_in(t.choice))
+
+  def value_embeddings(self, info: SpaceInfo, u, a, choice_emb):
+    """f32[..., D, H]: the embedding of each parameter's value (zero when inactive)."""
+    w = 2 * u - 1
+    num = jnp.tanh(self.value_in(jnp.stack([u, w, w * w], axis=-1)))
+    idx = info.space.choice_index(u)
+    cat = jnp.take_along_axis(choice_emb, idx[..., None, None], axis=-2)[..., 0, :]
+    v = jnp.where(jnp.asarray(info.numeric)[:, None], num, cat)
+    return jnp.where(a[..., None], v, 0.0)
+
+  def critic(self, state: PolicyState, budget: float):
+    x = jnp.concatenate([state.h, jnp.stack([state.step / budget, state.has_inc * 1.0])])
+    return self.critic2(jnp.tanh(self.critic1(x)))[0]
+
+
+def init_state(config: PolicyConfig, info: SpaceInfo) -> PolicyState:
+  d = info.space.num_params
+  return PolicyState(
+      h=jnp.zeros((config.hidden,), jnp.float32), count=jnp.zeros((), jnp.float32),
+      mean=jnp.zeros((), jnp.float32), m2=jnp.zeros((), jnp.float32),
+      best=jnp.full((), jnp.inf, jnp.float32), inc_values=jnp.zeros((d,), jnp.float32),
+      inc_active=jnp.zeros((d,), bool), has_inc=jnp.zeros((), bool),
+      step=jnp.zeros((), jnp.float32))
+
+
+def num_first_options(info: SpaceInfo) -> int:
+  return 1 + max(NUM_COARSE, int(info.tokens.mids.shape[1]))
+
+
+def _masked_logp(logits, mask):
+  logits = jnp.where(mask, logits, -1e9)
+  return jax.nn.log_softmax(logits)
+
+
+def _entropy(logp, mask):
+  p = jnp.exp(logp)
+  return -jnp.sum(jnp.where(mask, p * logp, 0.0))
+
+
+def autoregress(policy: Policy, info: SpaceInfo, state: PolicyState, key: jax.Array | None,
+                given: Action | None = None):
+  """Emits (``key``) or re-scores (``given``) one configuration: a `lax.scan` over parameters.
+
+  Args:
+    policy: the merged policy module.
+    info: the space's tables.
+    state: the study state the proposal is conditioned on.
+    key: PRNG key when sampling; None when re-scoring ``given``.
+    given: a stored `Action` to score (its choices and masks are reused).
+
+  Returns:
+    ``(action, log_prob, entropy)``.
+  """
+  space = info.space
+  d_num = space.num_params
+  a_opts = num_first_options(info)
+  cmax = int(info.tokens.mids.shape[1])
+  param_emb, choice_emb = policy.embed(info)
+  edit_ok = jnp.asarray(policy.config.edit) & state.has_inc
+  coarse_values = (jnp.arange(NUM_COARSE) + _REP) / NUM_COARSE
+  pad = a_opts - 1
+  xs = {
+      "d": jnp.arange(d_num), "emb": param_emb, "cemb": choice_emb,
+      "numeric": jnp.asarray(info.numeric), "nchoice": jnp.asarray(space.num_choices),
+      "mids": jnp.pad(info.tokens.mids, ((0, 0), (0, pad - cmax))),
+      "inc_u": state.inc_values, "inc_a": state.inc_active,
+  }
+  if given is None:
+    # The key rides in the carry: JAX's key-reuse checker misflags a vmapped scan over keys.
+    sample_key, pool_key = jax.random.split(key)
+  else:
+    sample_key = jax.random.key(0)  # unused when re-scoring
+    xs.update(first=given.first, second=given.second, mask1=given.mask1, mask2=given.mask2)
+
+  def body(carry, x):
+    u, ar, logp, ent, dead, key = carry
+    d = x["d"]
+    active_d = space.activity(u)[d]
+    x_in = jnp.concatenate([state.h, x["emb"], ar,
+                            jnp.stack([x["inc_u"], x["inc_a"] * 1.0, state.step / 100.0])])
+    q = jnp.tanh(policy.head2(jnp.tanh(policy.head1(x_in))))
+    choice_logits = x["cemb"] @ policy.query(q) / np.sqrt(q.shape[-1])
+    opt_logits = jnp.where(x["numeric"], jnp.pad(policy.coarse(q), (0, pad - NUM_COARSE)),
+                           jnp.pad(choice_logits, (0, pad - cmax)))
+    opt_values = jnp.where(x["numeric"], jnp.pad(coarse_values, (0, pad - NUM_COARSE)),
+                           x["mids"])
+    n_opts = jnp.where(x["numeric"], NUM_COARSE, x["nchoice"])
+    logits1 = jnp.concatenate([policy.keep(q), opt_logits])
+    values1 = jnp.concatenate([x["inc_u"][None], opt_values])
+    if given is None:
+      key, key1, key2 = jax.random.split(key, 3)
+      base1 = jnp.concatenate([(edit_ok & x["inc_a"])[None], jnp.arange(pad) < n_opts])
+      mask1 = base1 & candidate_mask(info, d, u, values1)
+      stuck = ~jnp.any(mask1) & active_d
+      mask1 = jnp.where(stuck, base1, mask1)
+      first = jax.random.categorical(key1, jnp.where(mask1, logits1, -1e9))
+    else:
+      mask1, first, stuck = x["mask1"], x["first"], False
+    lp1 = _masked_logp(logits1, mask1)
+    coarse = jnp.maximum(first - 1, 0)
+    logits2 = policy.fine(jnp.concatenate([q, jax.nn.one_hot(coarse, NUM_COARSE)]))
+    fine_values = (coarse + (jnp.arange(NUM_FINE) + 0.5) / NUM_FINE) / NUM_COARSE
+    two_stage = x["numeric"] & (first > 0)
+    if given is None:
+      mask2 = candidate_mask(info, d, u, fine_values)
+      stuck2 = ~jnp.any(mask2) & active_d & two_stage
+      mask2 = jnp.where(stuck2 | ~two_stage, True, mask2)
+      second = jax.random.categorical(key2, jnp.where(mask2, logits2, -1e9))
+      stuck = stuck | stuck2
+    else:
+      mask2, second = x["mask2"], x["second"]
+    lp2 = _masked_logp(logits2, mask2)
+    value = jnp.where(two_stage, fine_values[second], values1[first])
+    step_lp = lp1[first] + jnp.where(two_stage, lp2[second], 0.0)
+    step_ent = _entropy(lp1, mask1) + jnp.where(two_stage, _entropy(lp2, mask2), 0.0)
+    value = jnp.where(active_d, value, 0.0)
+    u = u.at[d].set(value)
+    v_emb = policy.value_embeddings(info, u, jnp.arange(d_num) == d, choice_emb)[d]
+    carry = (u, ar + x["emb"] * v_emb * active_d, logp + jnp.where(active_d, step_lp, 0.0),
+             ent + jnp.where(active_d, step_ent, 0.0), dead | (stuck & active_d), key)
+    return carry, (first.astype(jnp.int32), second.astype(jnp.int32), mask1, mask2)
+
+  zero = jnp.zeros((), jnp.float32)
+  init = (jnp.zeros((d_num,), jnp.float32), jnp.zeros_like(state.h), zero, zero,
+          jnp.zeros((), bool), sample_key)
+  (u, _, logp, ent, dead, _), (firsts, seconds, masks1, masks2) = jax.lax.scan(body, init, xs)
+  if given is not None:
+    return given, logp, ent
+  act = space.activity(u)
+  u = space.canonical(u, act)
+  if space.constraints:
+    feasible = space.feasible(u, act)
+    _, pool_u, pool_a = sampling.feasibility(space)
+    pick = jax.random.randint(pool_key, (), 0, pool_u.shape[0])
+    dead = dead | ~feasible
+    u = jnp.where(feasible, u, jnp.asarray(pool_u)[pick])
+    act = jnp.where(feasible, act, jnp.asarray(pool_a)[pick])
+  return Action(u, act, firsts, seconds, masks1, masks2, dead), logp, ent
+
+
+def observe(policy: Policy, info: SpaceInfo, state: PolicyState, values, active, objective,
+            failed, budget: float) -> PolicyState:
+  """Folds one evaluated trial into the state (one GRU step)."""
+  param_emb, choice_emb = policy.embed(info)
+  v_emb = policy.value_embeddings(info, values, active, choice_emb)
+  tok = jnp.sum(param_emb * v_emb, axis=0) / np.sqrt(info.space.num_params)
+  ok = ~failed & jnp.isfinite(objective)
+  y = jnp.where(ok, objective, 0.0)
+  count = state.count + ok
+  delta = y - state.mean
+  mean = jnp.where(ok, state.mean + delta / jnp.maximum(count, 1.0), state.mean)
+  m2 = jnp.where(ok, state.m2 + delta * (y - mean), state.m2)
+  std = jnp.sqrt(m2 / jnp.maximum(count, 1.0))
+  z = jnp.where(ok & (count > 1), jnp.clip((y - mean) / (std + 1e-8), -5.0, 5.0), 0.0)
+  improved = ok & (y < state.best)
+  feats = jnp.stack([z, improved * 1.0, (~ok) * 1.0, state.step / budget])
+  h, _ = policy.gru(state.h, jnp.tanh(policy.token_in(jnp.concatenate([tok, feats]))))
+  return state.replace(
+      h=h, count=count, mean=mean, m2=m2, best=jnp.where(improved, y, state.best),
+      inc_values=jnp.where(improved, values, state.inc_values),
+      inc_active=jnp.where(improved, active, state.inc_active),
+      has_inc=state.has_inc | improved, step=state.step + 1.0)

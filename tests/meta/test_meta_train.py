@@ -1,0 +1,95 @@
+"""Meta-training: one jitted iteration, exact resume, config errors, the prior folder."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from metatune.meta import prior as prior_io
+from metatune.meta.config import meta_config
+from metatune.meta.ppo import MetaTrainConfig
+from metatune.meta.train import meta_train
+from metatune.space import SpaceError, yamlio
+from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
+
+TINY = dict(num_envs=8, num_trials=4, num_updates=4, num_minibatches=2, update_epochs=1,
+            reference_samples=256, reference_refine=2)
+
+
+@pytest.fixture(scope="module")
+def family():
+  return SyntheticFamily(default_space(), SyntheticConfig(seed=0, num_tasks=20))
+
+
+def _leaves_equal(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_killed_halfway_resume_matches_uninterrupted_run(family, tmp_path):
+  config = MetaTrainConfig(**TINY, seed=3)
+  full = meta_train(family, config, tmp_path / "full", checkpoint_every=1, progress=False,
+                    evaluate=False, log=lambda s: None)
+  stopped = meta_train(family, config, tmp_path / "cut", checkpoint_every=100, progress=False,
+                       evaluate=False, stop_after=2, log=lambda s: None)
+  assert stopped == {"stopped": 2}
+  messages = []
+  resumed = meta_train(family, config, tmp_path / "cut", checkpoint_every=100, progress=False,
+                       evaluate=False, log=messages.append)
+  assert any("resuming" in m and "iteration 2" in m for m in messages)
+  assert resumed["policy_hash"] == full["policy_hash"]
+  _, p_full, _, _ = prior_io.load_prior(tmp_path / "full")
+  _, p_cut, _, card = prior_io.load_prior(tmp_path / "cut")
+  assert _leaves_equal(p_full, p_cut)
+  lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(l)["update"] for l in lines] == [1, 2, 3, 4]
+  assert card["space_signature"] == default_space().signature
+  assert (tmp_path / "cut" / "report.png").stat().st_size > 1000
+  # A different setting in the same folder is refused, not silently mixed.
+  with pytest.raises(ValueError, match="other settings"):
+    meta_train(family, MetaTrainConfig(**TINY, seed=4), tmp_path / "cut", progress=False,
+               evaluate=False, log=lambda s: None)
+
+
+def test_config_errors_name_file_and_line(tmp_path):
+  path = tmp_path / "fam.yaml"
+  path.write_text("family: synthetic\nmeta_train:\n  num_envs: 8\n  lr_rate: 0.1\n")
+  node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
+  with pytest.raises(SpaceError, match=r"fam.yaml:4.*lr_rate.*did you mean"):
+    meta_config(node)
+  path.write_text("family: synthetic\nmeta_train:\n  num_envs: eight\n")
+  node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
+  with pytest.raises(SpaceError, match=r"fam.yaml:3.*num_envs must be int"):
+    meta_config(node)
+  path.write_text("family: synthetic\nmeta_train:\n  num_envs: 6\n  num_minibatches: 4\n")
+  node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
+  with pytest.raises(SpaceError, match="multiple of num_minibatches"):
+    meta_config(node)
+  path.write_text("family: synthetic\nmeta_train:\n  reward: area\n  policy: {hidden: 16}\n")
+  node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
+  with pytest.raises(SpaceError, match="reward 'area'"):
+    meta_config(node)
+
+
+def test_cli_reports_a_bad_setting_with_file_and_line(tmp_path, capsys):
+  from metatune import cli  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "fam.yaml"
+  path.write_text("family: synthetic\noptions: {num_tasks: 20}\nmeta_train:\n  num_env: 8\n")
+  assert cli.main(["meta-train", str(path), "--out", str(tmp_path / "p"), "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "fam.yaml:4" in err and "num_env" in err and "num_envs" in err
+  assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_cli_meta_train_writes_a_prior(tmp_path, capsys):
+  from metatune import cli  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "fam.yaml"
+  settings = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+  path.write_text(f"family: synthetic\noptions: {{num_tasks: 20}}\nmeta_train: {{{settings}}}\n")
+  assert cli.main(["meta-train", str(path), "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+  out = capsys.readouterr().out
+  assert "prior written" in out and "| policy |" in out and "| random |" in out
+  card = json.loads((tmp_path / "p" / "card.json").read_text())
+  assert card["heldout"]["num_tasks"] == 3 and card["family_config"]["family"] == "synthetic"
