@@ -261,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
   samp.add_argument("--out", required=True, help="output .jsonl file, or - for stdout")
   samp.set_defaults(fn=cmd_space_sample)
 
-  from metatune.meta import cli as meta_cli  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from metatune.meta import cli as meta_cli
+  from metatune.study import cli as study_cli
   meta_cli.add_commands(sub)
+  study_cli.add_commands(sub)
   return parser
 
 

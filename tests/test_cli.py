@@ -31,7 +31,8 @@ def space_file(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [[], ["demo"], ["space"], ["space", "check"],
-                                  ["space", "sample"]])
+                                  ["space", "sample"], ["meta-train"], ["tune"],
+                                  ["study", "show"]])
 def test_help_on_every_command(argv, capsys):
   with pytest.raises(SystemExit) as info:
     cli.main(argv + ["--help"])
