@@ -67,3 +67,27 @@ def policy_tuner(space: Space, graphdef: Any, params: Any, config: pol.PolicyCon
     return state.replace(policy=ps, history=history), metrics
 
   return Tuner(init, ask, tell, space, batch_size, name)
+
+
+def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
+                budget: int | None = None, history_size: int = 256) -> Tuner:
+  """The policy of the prior folder ``path`` (written by ``metatune meta-train``) as a tuner.
+
+  Args:
+    space: the space to propose in (the prior may have been trained on another one).
+    batch_size: proposals per ask.
+    path: the prior folder.
+    budget: the study's budget in trials (default: the budget the prior was trained for).
+    history_size: capacity of the history buffer.
+
+  Raises:
+    ValueError: no ``path`` given.
+    FileNotFoundError: no prior there.
+  """
+  if path is None:
+    raise ValueError("the prior tuner needs path=PRIOR_DIR (a folder written by "
+                     "'metatune meta-train')")
+  from metatune.meta.prior import load_prior  # pylint: disable=import-outside-toplevel
+  graphdef, params, config, card = load_prior(path)
+  return policy_tuner(space, graphdef, params, config, budget or int(card["num_trials"]),
+                      batch_size, history_size, name=f"prior:{card['policy_hash']}")

@@ -246,7 +246,8 @@ def add_commands(subparsers) -> None:
   tune.add_argument("--workers", type=positive_int, default=1,
                     help="most trials at once (default 1)")
   tune.add_argument("--tuner", default="quasi_random",
-                    help="quasi_random (default), random, grid or gp_bo")
+                    help="quasi_random (default), random, grid, gp_bo, or prior (a meta-trained "
+                    "policy: --tuner prior --tuner-option path=PRIOR_DIR)")
   tune.add_argument("--tuner-option", type=_option, action="append", metavar="KEY=VALUE",
                     help="a tuner argument, e.g. num_candidates=256 (repeatable)")
   tune.add_argument("--seed", type=int, default=0, help="study seed (default 0)")

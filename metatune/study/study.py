@@ -107,7 +107,8 @@ class Study(worker.Channel):
       objectives: ``None`` (one objective, minimized), a direction, or a mapping
         ``name -> "minimize" | "maximize"``.
       constraints: names of outcome constraints (feasible when ``<= 0``).
-      tuner: ``quasi_random`` (default), ``random``, ``grid`` or ``gp_bo``.
+      tuner: ``quasi_random`` (default), ``random``, ``grid``, ``gp_bo``, or ``prior`` (a
+        meta-trained policy: ``tuner_options={"path": PRIOR_DIR}``; its hash is recorded).
       tuner_options: keyword arguments of the tuner.
       seed: the study seed.
       weights, liar, divergence_threshold, prior_hash: see `StudySpec`.
@@ -125,8 +126,11 @@ class Study(worker.Channel):
     if not isinstance(space, Space):
       space = io.load(space)
     from metatune.tuners import TUNERS  # pylint: disable=import-outside-toplevel
-    if tuner not in TUNERS:
-      raise StudyError(f"unknown tuner {tuner!r}; choose one of {sorted(TUNERS)}", "tuner")
+    if tuner not in TUNERS and tuner != "prior":
+      raise StudyError(f"unknown tuner {tuner!r}; choose one of {sorted(TUNERS) + ['prior']}",
+                       "tuner")
+    if tuner == "prior" and prior_hash is None:
+      prior_hash = _prior_hash(dict(tuner_options or {}))
     spec = StudySpec(normalize_objectives(objectives), tuple(constraints), tuner,
                      dict(tuner_options or {}), seed, None if weights is None else tuple(weights),
                      liar, divergence_threshold, prior_hash)
@@ -554,3 +558,15 @@ class Study(worker.Channel):
     if self._claimed:
       return self._num_done
     return sum(1 for t in self._trials.values() if t.state in TERMINAL)
+
+
+def _prior_hash(options: dict) -> str:
+  """The policy hash on the card of the prior folder ``options["path"]``."""
+  import json  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  path = options.get("path")
+  card = pathlib.Path(str(path)) / "card.json"
+  if path is None or not card.is_file():
+    raise StudyError(f"tuner 'prior' needs path=PRIOR_DIR naming a folder written by "
+                     f"'metatune meta-train' (no {card})", "tuner_options")
+  return str(json.loads(card.read_text()).get("policy_hash"))

@@ -59,11 +59,16 @@ def _compiled(space: Space, name: str, options: dict[str, Any]) -> tuple:
   cache_key = (space.signature, name, repr(sorted(options.items())))
   if cache_key in _COMPILED:
     return _COMPILED[cache_key]
-  if name not in TUNERS:
-    raise StudyError(f"unknown tuner {name!r}; choose one of {sorted(TUNERS)}", "tuner")
+  factory = TUNERS.get(name)
+  if name == "prior":  # a meta-trained policy: --tuner prior --tuner-option path=PRIOR_DIR
+    from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+    factory = prior_tuner
+  if factory is None:
+    raise StudyError(f"unknown tuner {name!r}; choose one of {sorted(TUNERS) + ['prior']}",
+                     "tuner")
   try:
-    tuner = TUNERS[name](space, batch_size=1, **options)
-  except TypeError as e:
+    tuner = factory(space, batch_size=1, **options)
+  except (TypeError, ValueError, FileNotFoundError) as e:
     raise StudyError(f"bad options {options} for tuner {name!r}: {e}", "tuner") from None
   init = jax.jit(lambda seed: tuner.init(_key(seed, _INIT, 0)))
   ask = jax.jit(lambda seed, number, state: tuner.ask(_key(seed, _ASK, number), state))

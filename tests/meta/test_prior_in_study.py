@@ -1,0 +1,24 @@
+"""A prior folder drives a Study (``tuner="prior"``): valid proposals, its hash in provenance."""
+
+from flax import nnx
+
+from metatune.meta.prior import save_prior
+from metatune.networks import policy as pol
+from metatune.study import Study
+from metatune.tasks import default_space
+
+
+def test_study_with_a_prior_tuner(tmp_path):
+  config = pol.PolicyConfig()
+  _, params = nnx.split(pol.Policy(config, rngs=nnx.Rngs(0)))
+  card = save_prior(tmp_path / "prior", params, config, {"num_trials": 10})
+  space = default_space()
+  study = Study.create(space, storage=str(tmp_path / "s.db"), name="s", tuner="prior",
+                       tuner_options={"path": str(tmp_path / "prior")})
+  for _ in range(4):
+    trial = study.ask()
+    space.validate(trial.config)
+    study.tell(trial, float(trial.config["lr"]))
+  assert len(study.trials) == 4
+  assert all(t.prior_hash == card["policy_hash"] for t in study.trials)
+  study.close()
