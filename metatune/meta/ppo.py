@@ -33,6 +33,20 @@ from metatune.tasks.reference import task_reference
 from metatune.tuners.base import Points
 
 REWARDS = ("improvement", "log_regret", "regret")
+SCALARIZATIONS = ("weighted_sum", "chebyshev")
+
+
+def scalarize(regret: jax.Array, secondary: jax.Array, weight: float, kind: str) -> jax.Array:
+  """Combines the normalized regret and a secondary objective in [0, 1] (both minimized).
+
+  ``weighted_sum``: ``(1 - w) * regret + w * secondary``; ``chebyshev``:
+  ``max((1 - w) * regret, w * secondary)`` (reaches non-convex parts of the front).
+  """
+  if kind == "weighted_sum":
+    return (1 - weight) * regret + weight * secondary
+  if kind == "chebyshev":
+    return jnp.maximum((1 - weight) * regret, weight * secondary)
+  raise ValueError(f"scalarization {kind!r} is not one of {', '.join(SCALARIZATIONS)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +65,10 @@ class MetaTrainConfig:
       ``log_regret`` (decrease of its log, floor 1e-3) or ``regret`` (minus the regret each trial).
     cost_weight: subtracts ``cost_weight * cost`` per trial (cost-aware tuning; the task's
       cost is 1 per evaluation on synthetic tasks).
+    secondary_weight, scalarization: multi-objective tuning: rewards follow the best
+      ``scalarize(regret, secondary)`` of the family's second objective
+      (``family.secondary(task, points)`` in [0, 1], e.g. model size), weighted sum or
+      Chebyshev; 0 for the primary objective only.
     dead_end_penalty: subtracted when the head met an unsatisfiable constraint.
     horizon_start: budget curriculum: the first iterations count only this many trials
       (growing linearly to ``num_trials`` over the first half); None for no curriculum.
@@ -74,6 +92,8 @@ class MetaTrainConfig:
   ent_end: float = 0.001
   reward: str = "improvement"
   cost_weight: float = 0.0
+  secondary_weight: float = 0.0
+  scalarization: str = "weighted_sum"
   dead_end_penalty: float = 0.1
   horizon_start: int | None = None
   reference_samples: int = 4096
@@ -84,6 +104,11 @@ class MetaTrainConfig:
   def __post_init__(self):
     if self.reward not in REWARDS:
       raise ValueError(f"reward {self.reward!r} is not one of {', '.join(REWARDS)}")
+    if self.scalarization not in SCALARIZATIONS:
+      raise ValueError(f"scalarization {self.scalarization!r} is not one of "
+                       f"{', '.join(SCALARIZATIONS)}")
+    if not 0.0 <= self.secondary_weight <= 1.0:
+      raise ValueError(f"secondary_weight must lie in [0, 1], got {self.secondary_weight}")
     if self.num_envs % self.num_minibatches:
       raise ValueError(f"num_envs ({self.num_envs}) must be a multiple of num_minibatches "
                        f"({self.num_minibatches})")
@@ -139,6 +164,9 @@ class MetaTrainer:
     self.family = family
     self.config = config
     self.info: SpaceInfo = space_info(family.space)
+    if config.secondary_weight > 0 and not hasattr(family, "secondary"):
+      raise ValueError(f"secondary_weight > 0 needs a second objective, and the family "
+                       f"{getattr(family, 'name', '?')!r} has no secondary(task, points)")
     self.indices = np.asarray(family.task_indices(split), np.int32)
     if self.indices.size == 0:
       raise ValueError(f"the family {getattr(family, 'name', '?')!r} has no tasks in split "
@@ -188,7 +216,7 @@ class MetaTrainer:
     budget = float(cfg.num_trials)
 
     def step(carry, t):
-      state, best, prev, key = carry
+      state, best, prev, key = carry  # best clean objective; best scalarized regret
       key, act_key, eval_key = jax.random.split(key, 3)
       action, log_prob, _ = pol.autoregress(policy, info, state, act_key)
       value = policy.critic(state, budget)
@@ -197,18 +225,23 @@ class MetaTrainer:
       clean = fam.clean(task, pts)[0]
       clean = jnp.where(jnp.isfinite(clean), clean, jnp.inf)
       best = jnp.minimum(best, clean)
-      regret = jnp.clip((best - opt) / scale, 0.0, 1.0)
+      regret = jnp.clip((best - opt) / scale, 0.0, 1.0)   # what reports show
+      trial_regret = jnp.clip((clean - opt) / scale, 0.0, 1.0)
+      if cfg.secondary_weight > 0:
+        trial_regret = scalarize(trial_regret, fam.secondary(task, pts)[0],
+                                 cfg.secondary_weight, cfg.scalarization)
+      scal = jnp.minimum(prev, trial_regret)   # equals `regret` without a secondary objective
       if cfg.reward == "improvement":
-        reward = prev - regret
+        reward = prev - scal
       elif cfg.reward == "log_regret":
-        reward = jnp.log(jnp.maximum(prev, 1e-3)) - jnp.log(jnp.maximum(regret, 1e-3))
+        reward = jnp.log(jnp.maximum(prev, 1e-3)) - jnp.log(jnp.maximum(scal, 1e-3))
       else:
-        reward = -regret
+        reward = -scal
       reward = reward - cfg.cost_weight - cfg.dead_end_penalty * action.dead_end
       weight = (t < horizon).astype(jnp.float32)
       state = pol.observe(policy, info, state, action.values, action.active, ev.objective[0],
                           ev.failed[0], budget)
-      return (state, best, regret, key), Transition(
+      return (state, best, scal, key), Transition(
           action, log_prob, value, reward * weight, ev.objective[0], ev.failed[0], regret,
           weight)
 

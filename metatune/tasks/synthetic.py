@@ -86,6 +86,9 @@ class SyntheticFamily(TaskFamily):
     offset[np.arange(c)[None, :] >= space.num_choices[:, None]] = 0.0
     self._offset = offset
     self._discrete = space.kind_code >= 2
+    # A resource proxy (like a parameter count): grows with a few numeric parameters.
+    res = rng.uniform(0.0, 1.0, d) * (space.kind_code <= 1)
+    self._resource = (res / max(res.sum(), 1e-12)).astype(np.float32)
     self._fail_col = None
     if config.fail_param is not None:
       if config.fail_param not in space.index:
@@ -116,6 +119,15 @@ class SyntheticFamily(TaskFamily):
     if self._fail_col is not None:
       f = jnp.where(u[..., self._fail_col] > self.config.fail_above, jnp.nan, f)
     return f
+
+  def secondary(self, task: SyntheticTask, points: Points) -> jax.Array:
+    """f32[B] in [0, 1]: a second objective to trade off (a resource such as model size).
+
+    A fixed positive combination of the unit values of the active numeric
+    parameters, the same for every task of the family.
+    """
+    del task
+    return jnp.sum(jnp.where(points.active, points.values * self._resource, 0.0), axis=-1)
 
   def evaluate(self, key: jax.Array, task: SyntheticTask, points: Points) -> Evaluation:
     """Noisy objective of a batch; diverging configurations come back failed."""

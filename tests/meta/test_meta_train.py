@@ -93,3 +93,32 @@ def test_cli_meta_train_writes_a_prior(tmp_path, capsys):
   assert "prior written" in out and "| policy |" in out and "| random |" in out
   card = json.loads((tmp_path / "p" / "card.json").read_text())
   assert card["heldout"]["num_tasks"] == 3 and card["family_config"]["family"] == "synthetic"
+
+
+def test_scalarizations():
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from metatune.meta.ppo import scalarize  # pylint: disable=import-outside-toplevel
+  r, s = jnp.asarray([0.2, 0.8]), jnp.asarray([0.6, 0.1])
+  np.testing.assert_allclose(scalarize(r, s, 0.25, "weighted_sum"), [0.3, 0.625])
+  np.testing.assert_allclose(scalarize(r, s, 0.25, "chebyshev"), [0.15, 0.6])
+  with pytest.raises(ValueError, match="scalarization 'sum'"):
+    MetaTrainConfig(scalarization="sum")
+  with pytest.raises(ValueError, match="secondary_weight"):
+    MetaTrainConfig(secondary_weight=1.5)
+
+
+def test_secondary_objective_needs_family_support(family):
+  from metatune.meta.ppo import MetaTrainer  # pylint: disable=import-outside-toplevel
+
+  class NoSecondary:
+    name = "bare"
+    space = family.space
+    task_indices = family.task_indices
+
+  with pytest.raises(ValueError, match="no secondary"):
+    MetaTrainer(NoSecondary(), MetaTrainConfig(**TINY, secondary_weight=0.5))
+  pts_values = np.zeros((1, family.space.num_params), np.float32)
+  from metatune.tuners import Points  # pylint: disable=import-outside-toplevel
+  lo = family.secondary(None, Points(pts_values, np.ones_like(pts_values, bool)))
+  hi = family.secondary(None, Points(pts_values + 1, np.ones_like(pts_values, bool)))
+  assert float(lo[0]) == 0.0 and 0.99 < float(hi[0]) <= 1.0 + 1e-6
