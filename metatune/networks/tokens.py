@@ -145,6 +145,29 @@ def space_info(space: Space) -> SpaceInfo:
   return SpaceInfo(space, _tokens(space), numeric, involve, later)
 
 
+def comparable_column(space: Space, d: jax.Array, cand: jax.Array) -> jax.Array:
+  """f32[K]: ``space.comparable`` of column ``d`` (may be traced) at each unit value in ``cand``.
+
+  The same float32 arithmetic as `Space.comparable`, for one column, so masks
+  cost O(K) per step instead of O(K * D).
+  """
+  f32 = jnp.float32
+  lo, hi = jnp.asarray(space.t_low, f32)[d], jnp.asarray(space.t_high, f32)[d]
+  t = lo + cand * (hi - lo)
+  is_log = jnp.asarray(space.is_log)[d]
+  fl = jnp.clip(jnp.where(is_log, jnp.exp(t), t), jnp.asarray(space.float_low)[d],
+                jnp.asarray(space.float_high)[d])
+  ilo, ihi = jnp.asarray(space.int_low, f32)[d], jnp.asarray(space.int_high, f32)[d]
+  iv = jnp.where(is_log, jnp.clip(jnp.round(jnp.exp(t)), ilo, ihi),
+                 jnp.clip(jnp.floor(t), ilo, ihi))
+  inner = jnp.asarray(space.edges[:, 1:-1], f32)[d]
+  idx = jnp.sum(cand[:, None] >= inner, axis=-1)
+  idx = jnp.minimum(idx, jnp.maximum(jnp.asarray(space.num_choices)[d] - 1, 0))
+  choice = jnp.asarray(space.choice_table, f32)[d][idx]
+  kind = jnp.asarray(space.kind_code)[d]
+  return jnp.where(kind == 0, fl, jnp.where(kind == 1, iv, choice))
+
+
 def candidate_mask(info: SpaceInfo, d: jax.Array, u: jax.Array, cand: jax.Array) -> jax.Array:
   """bool[K]: which candidate unit values for parameter ``d`` keep every decidable constraint.
 
@@ -158,10 +181,10 @@ def candidate_mask(info: SpaceInfo, d: jax.Array, u: jax.Array, cand: jax.Array)
   if not space.constraints:
     return jnp.ones(cand.shape, bool)
   cols = jnp.arange(space.num_params)
-  uc = jnp.where(cols > d, 0.0, jnp.broadcast_to(u, cand.shape + u.shape))
-  uc = jnp.where(cols == d, cand[:, None], uc)
-  act = space.activity(uc)
-  ok = space.constraint_ok(uc, act)                                     # [K, C]
+  prefix = space.comparable(jnp.where(cols > d, 0.0, u))                       # [D]
+  vals = jnp.where(cols == d, comparable_column(space, d, cand)[:, None], prefix)  # [K, D]
+  act = space.activity_from(vals)
+  ok = space.constraint_ok_from(vals, act)                               # [K, C]
   later = jnp.asarray(info.later)[d]                                     # [C, D]
   decided = ~jnp.any(later[None] & act[:, None, :], axis=-1)             # [K, C]
   counts = decided & jnp.asarray(info.involve)[d][None]

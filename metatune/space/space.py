@@ -216,9 +216,10 @@ class Space:
   def activity(self, u: jax.Array) -> jax.Array:
     """bool[..., D]: which parameters are active, following conditions in dependency order."""
     vals = self.comparable(u)
-    return self._activity_from(vals)
+    return self.activity_from(vals)
 
-  def _activity_from(self, vals: jax.Array) -> jax.Array:
+  def activity_from(self, vals: jax.Array) -> jax.Array:
+    """`activity` from `comparable` values."""
     cols: list[jax.Array] = []
     ones = jnp.ones(vals.shape[:-1], bool)
     preds = self._condition_preds
@@ -243,15 +244,18 @@ class Space:
 
   def constraint_ok(self, u: jax.Array, active: jax.Array) -> jax.Array:
     """bool[..., C]: whether each constraint holds (vacuously when a parameter it names is inactive)."""
-    vals = self.comparable(u)
+    return self.constraint_ok_from(self.comparable(u), active)
+
+  def constraint_ok_from(self, vals: jax.Array, active: jax.Array) -> jax.Array:
+    """`constraint_ok` from `comparable` values (callers that already have them)."""
     outs = []
     for mode, refs, pred in self._constraint_preds:
       applies = jnp.all(active[..., refs], axis=-1) if refs.size else jnp.ones(
-          u.shape[:-1], bool)
+          vals.shape[:-1], bool)
       hit = pred(vals, active)
       outs.append(~applies | (hit if mode == "require" else ~hit))
     if not outs:
-      return jnp.ones(u.shape[:-1] + (0,), bool)
+      return jnp.ones(vals.shape[:-1] + (0,), bool)
     return jnp.stack(outs, axis=-1)
 
   def feasible(self, u: jax.Array, active: jax.Array) -> jax.Array:

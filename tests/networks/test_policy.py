@@ -111,3 +111,15 @@ def test_name_hash_is_stable_and_shares_words():
   a, b = hash_words("optimizer.sgd.momentum"), hash_words("sgd_momentum")
   np.testing.assert_allclose(a, hash_words("optimizer.sgd.momentum"))
   assert float(a @ b) > 0.5
+
+
+def test_comparable_column_matches_the_space():
+  from metatune.networks.tokens import comparable_column  # pylint: disable=import-outside-toplevel
+  space = io.load(MOST_CONSTRAINED)
+  u = jax.random.uniform(jax.random.key(0), (257, space.num_params))
+  u = u.at[0].set(0.0).at[1].set(1.0)
+  want = np.asarray(jax.jit(space.comparable)(u))
+  column = jax.jit(lambda dd, c: comparable_column(space, dd, c))
+  for d in range(space.num_params):
+    # Equal up to an ulp of exp (XLA may fuse differently); integer and choice columns exactly.
+    np.testing.assert_allclose(np.asarray(column(d, u[:, d])), want[:, d], rtol=2e-6)
