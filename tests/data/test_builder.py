@@ -121,6 +121,7 @@ def test_cli_build_and_show(tmp_path, capsys):
   assert "2/2 tasks done" in text and "meta_train" in text
 
 
+@pytest.mark.slow  # a second process with two forced devices: about a minute on 2 cores
 def test_uses_every_local_device(config, tmp_path):
   """With two (forced) host devices the batch is sharded, and results match one device."""
   one = tmp_path / "one"

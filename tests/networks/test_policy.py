@@ -47,7 +47,9 @@ def count_invalid(space: Space, values, active) -> int:
   return int(bad.sum())
 
 
-@pytest.mark.parametrize("edit", [False, True])
+# Fresh mode's 2,048-sample check is slow-marked (the 1e5 test below covers both modes); edit
+# mode, which samples fresh values and keeps, runs by default.
+@pytest.mark.parametrize("edit", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_proposals_valid_on_most_constrained_space(edit):
   space = io.load(MOST_CONSTRAINED)
   (action, logp, ent), _ = _propose(space, pol.PolicyConfig(edit=edit), 2048, 0, True)
