@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
   # pylint: disable=import-outside-toplevel
   from metatune.meta import cli as meta_cli
   from metatune.study import cli as study_cli
+  from metatune.surrogate import cli as surrogate_cli
   meta_cli.add_commands(sub)
+  surrogate_cli.add_commands(sub)
   study_cli.add_commands(sub)
   return parser
 

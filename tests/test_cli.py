@@ -32,6 +32,7 @@ def space_file(tmp_path):
 
 @pytest.mark.parametrize("argv", [[], ["demo"], ["space"], ["space", "check"],
                                   ["space", "sample"], ["meta-train"], ["tune"],
+                                  ["surrogate", "train"], ["surrogate", "eval"],
                                   ["study", "show"]])
 def test_help_on_every_command(argv, capsys):
   with pytest.raises(SystemExit) as info:

@@ -11,7 +11,13 @@ from metatune.tuners.base import Points
 
 def task_reference(key: jax.Array, family, task, num: int = 4096, refine: int = 20
                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Estimates ``(optimum, median, worst)`` of a task's clean objective.
+  """`reference` of ``family.clean(task, .)`` over ``family.space``."""
+  return reference(key, family.space, lambda p: family.clean(task, p), num, refine)
+
+
+def reference(key: jax.Array, space, clean_fn, num: int = 4096, refine: int = 20
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Estimates ``(optimum, median, worst)`` of a noise-free objective ``clean_fn(Points)``.
 
   The optimum comes from ``num`` random feasible configurations refined by
   ``refine`` rounds of local perturbation of the best 64; the median of random
@@ -20,15 +26,14 @@ def task_reference(key: jax.Array, family, task, num: int = 4096, refine: int = 
 
   Args:
     key: PRNG key.
-    family: anything with ``space`` and ``clean(task, points) -> f32[B]`` (NaN = failure).
-    task: the task's parameters.
+    space: the space.
+    clean_fn: ``Points -> f32[B]`` (NaN = failure); jittable.
     num: random configurations.
     refine: rounds of local search.
   """
-  space = family.space
   sample_key, refine_key = jax.random.split(key)
   u, a = sampling.sample(sample_key, space, num)
-  f = family.clean(task, Points(u, a))
+  f = clean_fn(Points(u, a))
   finite = jnp.isfinite(f)
   worst = jnp.max(jnp.where(finite, f, -jnp.inf))
   median = jnp.median(jnp.where(finite, f, worst))
@@ -40,7 +45,7 @@ def task_reference(key: jax.Array, family, task, num: int = 4096, refine: int = 
     u, a, f, key = carry
     key, step_key = jax.random.split(key)
     nu, na = sampling.perturb(step_key, space, u, a, scale=0.05)
-    nf = family.clean(task, Points(nu, na))
+    nf = clean_fn(Points(nu, na))
     nf = jnp.where(jnp.isfinite(nf), nf, jnp.inf)
     better = nf < f
     return (jnp.where(better[:, None], nu, u), jnp.where(better[:, None], na, a),
