@@ -72,14 +72,16 @@ def _atomic_save(path: pathlib.Path, write: Callable[[str], None]):
       os.unlink(tmp)
 
 
-def _save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]):
+def save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]):
+  """Writes ``.npz`` atomically (a temporary file renamed over the target)."""
   def write(tmp):
     with open(tmp, "wb") as f:
       np.savez(f, **arrays)
   _atomic_save(path, write)
 
 
-def _save_text(path: pathlib.Path, text: str):
+def save_text(path: pathlib.Path, text: str):
+  """Writes UTF-8 text atomically."""
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
       f.write(text)
@@ -162,9 +164,9 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
       values, active = d["values"], d["active"]
   else:
     values, active = design(family, num, settings.design, settings.seed)
-    _save_npz(design_path, {"values": values, "active": active})
+    save_npz(design_path, {"values": values, "active": active})
   if not (out / "space.json").exists():
-    _save_text(out / "space.json", io.dumps(family.space))
+    save_text(out / "space.json", io.dumps(family.space))
 
   manifest = {
       "format": FORMAT,
@@ -190,7 +192,7 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
   for t, s in jobs:
     manifest["tasks"].setdefault(t, {"split": s, "file": f"tasks/{safe_name(t)}.npz",
                                      "status": "pending"})
-  _save_text(manifest_path, json.dumps(manifest, indent=2))
+  save_text(manifest_path, json.dumps(manifest, indent=2))
 
   batch = max(1, min(settings.batch_size, num))
   num_chunks = math.ceil(num / batch)
@@ -216,7 +218,7 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
         points, real = sharder.put(values[lo:hi], active[lo:hi])
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(settings.seed + 1), index), c)
         metrics = jax.device_get(evaluate(key, points))
-        _save_npz(part, {f: np.asarray(getattr(metrics, f))[:real] for f in FIELDS})
+        save_npz(part, {f: np.asarray(getattr(metrics, f))[:real] for f in FIELDS})
         bar.set_postfix_str(task_id)
         bar.update(1)
       merged = _merge(parts)
@@ -227,7 +229,7 @@ def build(config: FamilyConfig, family: TaskFamily, out: str | os.PathLike,
       summary["failed"] += int(merged["failed"].sum())
       manifest["tasks"][task_id]["status"] = "done"
       manifest["tasks"][task_id]["failed"] = int(merged["failed"].sum())
-      _save_text(manifest_path, json.dumps(manifest, indent=2))
+      save_text(manifest_path, json.dumps(manifest, indent=2))
   finally:
     bar.close()
   return summary
@@ -254,8 +256,8 @@ def _write_task(out, family, task_id, values, active, merged):
     row["failed"] = bool(merged["failed"][i])
     row["reason"] = REASONS[int(merged["reason"][i])]
     lines.append(json.dumps(row))
-  _save_text(out / "tasks" / f"{safe_name(task_id)}.jsonl", "\n".join(lines) + "\n")
-  _save_npz(out / "tasks" / f"{safe_name(task_id)}.npz",
+  save_text(out / "tasks" / f"{safe_name(task_id)}.jsonl", "\n".join(lines) + "\n")
+  save_npz(out / "tasks" / f"{safe_name(task_id)}.npz",
             {"values": values, "active": active, **merged})
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import flax
@@ -24,6 +23,8 @@ import numpy as np
 from flax import nnx
 
 import metatune
+from metatune.data.builder import save_npz as _write_npz
+from metatune.data.builder import save_text as _write_text
 from metatune.space import SpaceError, io
 from metatune.surrogate.data import TaskTable
 from metatune.surrogate.model import MetaSurrogate, SurrogateConfig
@@ -35,31 +36,6 @@ _TABLE_FIELDS = ("values", "active", "objective", "failed", "loc", "scale")
 
 def _path_key(path) -> str:
   return "/".join(str(p) for p in path)
-
-
-def _write(path: pathlib.Path, write):
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-
-
-def _write_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]):
-  def write(tmp):
-    with open(tmp, "wb") as f:
-      np.savez(f, **arrays)
-  _write(path, write)
-
-
-def _write_text(path: pathlib.Path, text: str):
-  def write(tmp):
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write(text)
-  _write(path, write)
 
 
 def _jsonable(x: Any) -> Any:

@@ -63,7 +63,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_build(config, tmp_pa
   build(config, clean, max_tasks=2)
   out = tmp_path / "resumed"
   calls = {"n": 0}
-  real_save = builder._save_npz
+  real_save = builder.save_npz
 
   def crashing_save(path, arrays):
     calls["n"] += 1
@@ -71,10 +71,10 @@ def test_resume_after_interruption_matches_an_uninterrupted_build(config, tmp_pa
       raise KeyboardInterrupt
     real_save(path, arrays)
 
-  monkeypatch.setattr(builder, "_save_npz", crashing_save)
+  monkeypatch.setattr(builder, "save_npz", crashing_save)
   with pytest.raises(KeyboardInterrupt):
     build(config, out, max_tasks=2)
-  monkeypatch.setattr(builder, "_save_npz", real_save)
+  monkeypatch.setattr(builder, "save_npz", real_save)
   parts = list((out / "tasks").glob("*.part-*.npz"))
   assert parts, "the interrupted build saved its finished chunks"
   summary = build(config, out, max_tasks=2)
