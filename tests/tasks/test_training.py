@@ -239,6 +239,24 @@ def test_sklearn_dataset_round_trip(tmp_path):
   # Prepared once: a second builder reads the cache, and the split never changes.
   again = data_lib.read_split(data_lib.builder("iris", cache=tmp_path), "validation")
   np.testing.assert_array_equal(again[0], parts["validation"][0])
+  # Without tensorflow-datasets, `load` reads the same arrays straight from the source.
+  raw = data_lib.raw_splits("iris")
+  for s in data_lib.SPLITS:
+    for got, want in zip(raw[s], parts[s]):
+      np.testing.assert_array_equal(got, want)
+      assert got.dtype == want.dtype
+
+
+def test_load_without_tfds_matches_the_builder(tmp_path, monkeypatch):
+  want = data_lib.load("wine", cache=tmp_path)
+  data_lib._load_numpy.cache_clear()  # pylint: disable=protected-access
+  monkeypatch.setattr(data_lib, "_has_tfds", lambda: False)
+  with pytest.warns(UserWarning, match="tensorflow-datasets is not installed"):
+    got = data_lib.load("wine", cache=tmp_path / "unused")
+  data_lib._load_numpy.cache_clear()  # pylint: disable=protected-access
+  assert not (tmp_path / "unused").exists()
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_folder_dataset_needs_the_data_folder(tmp_path):
@@ -251,6 +269,11 @@ def test_folder_dataset_needs_the_data_folder(tmp_path):
 def test_folder_datasets_load(data_dir, tmp_path):
   data = data_lib.load("mnist1d", cache=tmp_path, data_dir=data_dir)
   assert data.x_train.shape == (3200, 40) and data.x_valid.shape == (800, 40)
+  b = data_lib.builder("mnist", cache=tmp_path, data_dir=data_dir)
+  raw = data_lib.raw_splits("mnist", data_dir)
+  for s in data_lib.SPLITS:
+    for got, want in zip(raw[s], data_lib.read_split(b, s)):
+      np.testing.assert_array_equal(got, want)
   assert data.x_test.shape == (1000, 40)
   family = make_family({"cache_dir": str(tmp_path)}, data_dir)
   ids = family.task_ids()

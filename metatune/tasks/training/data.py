@@ -22,6 +22,7 @@ import functools
 import io
 import os
 import pathlib
+import warnings
 
 import flax.struct
 import jax
@@ -141,6 +142,36 @@ def split_indices(num: int, has_test: bool) -> dict[str, np.ndarray]:
           "train": np.sort(order[n_test + n_valid:])}
 
 
+def raw_splits(name: str, data_dir: str | os.PathLike | None = None
+               ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """``{split: (index, x, y)}`` straight from the source, as the builder stores them.
+
+  ``x`` has the stored dtype (uint8 for 28x28 images, float32 otherwise); this
+  is what the TFDS builder writes, and what `load` reads when
+  tensorflow-datasets is not installed (an accelerator machine, say).
+  """
+  info = DATASETS[name]
+  if info.source == "sklearn":
+    x, y, x_test, y_test = _sklearn_raw(name)
+  else:
+    x, y, x_test, y_test = _folder_raw(name, source_path(name, data_dir))
+  dtype = np.uint8 if info.shape is not None and info.num_features >= 784 else np.float32
+  out = {s: (i.astype(np.int64), np.asarray(x[i], dtype), np.asarray(y[i]))
+         for s, i in split_indices(len(x), x_test is not None).items()}
+  if x_test is not None:
+    out["test"] = (np.arange(len(x_test), dtype=np.int64), np.asarray(x_test, dtype),
+                   np.asarray(y_test))
+  return out
+
+
+def _has_tfds() -> bool:
+  try:
+    import tensorflow_datasets  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
+
+
 # ---------------------------------------------------------------- builder
 def _builder_class():
   """Defines the builder on first use, so importing this module does not import TFDS."""
@@ -171,22 +202,14 @@ def _builder_class():
 
     def _split_generators(self, dl_manager):
       info = self.builder_config.info
-      if info.source == "sklearn":
-        x, y, x_test, y_test = _sklearn_raw(info.name)
-      else:
-        x, y, x_test, y_test = _folder_raw(info.name, pathlib.Path(dl_manager.manual_dir) /
-                                           info.files)
-      parts = split_indices(len(x), x_test is not None)
-      out = {s: self._generate_examples(x[i], y[i], i) for s, i in parts.items() if len(i)}
-      if x_test is not None:
-        out["test"] = self._generate_examples(x_test, y_test, np.arange(len(x_test)))
-      return out
+      manual = None if info.source == "sklearn" else dl_manager.manual_dir
+      return {s: self._generate_examples(*part) for s, part in
+              raw_splits(info.name, manual).items() if len(part[0])}
 
-    def _generate_examples(self, x, y, index):
-      dtype = self.info.features["x"].np_dtype
+    def _generate_examples(self, index, x, y):
       for i in range(len(x)):
         label = int(y[i]) if self.builder_config.info.kind == "classification" else float(y[i])
-        yield int(index[i]), {"index": int(index[i]), "x": np.asarray(x[i], dtype), "y": label}
+        yield int(index[i]), {"index": int(index[i]), "x": x[i], "y": label}
 
   return MetatuneTraining
 
@@ -253,6 +276,10 @@ def read_split(b, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=16)
 def _load_numpy(name: str, cache: str, data_dir: str | None):
+  if not _has_tfds():
+    warnings.warn(f"tensorflow-datasets is not installed: dataset {name!r} is read from its "
+                  "source without the prepared cache", stacklevel=3)
+    return raw_splits(name, data_dir)
   b = builder(name, cache, data_dir)
   return {s: read_split(b, s) for s in SPLITS}
 
