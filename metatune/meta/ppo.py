@@ -263,20 +263,25 @@ class MetaTrainer:
 
   # ------------------------------------------------------------------- update
   def _rescore(self, params, traj: Transition):
-    """Teacher-forces one stored study: log-probs, entropies and values ``[T]``."""
+    """Teacher-forces one stored study: log-probs, entropies and values ``[T]``.
+
+    Only the history encoder runs as a scan over trials; the stored proposals
+    are then scored all at once (`policy.score`, parallel over trials and
+    parameters).
+    """
     cfg, info = self.config, self.info
     policy = nnx.merge(self.graphdef, params)
     budget = float(cfg.num_trials)
 
     def step(state, tr: Transition):
-      _, log_prob, ent = pol.autoregress(policy, info, state, None, tr.action)
       value = policy.critic(state, budget)
-      state = pol.observe(policy, info, state, tr.action.values, tr.action.active,
+      after = pol.observe(policy, info, state, tr.action.values, tr.action.active,
                           tr.objective, tr.failed, budget)
-      return state, (log_prob, ent, value)
+      return after, (state, value)
 
-    _, out = jax.lax.scan(step, pol.init_state(cfg.policy, info), traj)
-    return out
+    _, (states, value) = jax.lax.scan(step, pol.init_state(cfg.policy, info), traj)
+    log_prob, ent = jax.vmap(lambda st, a: pol.score(policy, info, st, a))(states, traj.action)
+    return log_prob, ent, value
 
   def _gae(self, traj: Transition):
     cfg = self.config

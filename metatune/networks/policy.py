@@ -24,6 +24,7 @@ emits is always valid.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.struct
 import jax
@@ -81,6 +82,7 @@ class Action:
     values, active: f32[D], bool[D] the emitted (valid) configuration.
     first, second: i32[D] stage choices (option 0 is "keep"; then bins or choices).
     mask1: bool[D, A] allowed first-stage options; mask2: bool[D, NUM_FINE].
+    stepped: bool[D] parameters active when the head reached them (those it chose).
     dead_end: bool[] the head met an unsatisfiable constraint (replaced by a feasible config).
   """
   values: jax.Array
@@ -89,6 +91,7 @@ class Action:
   second: jax.Array
   mask1: jax.Array
   mask2: jax.Array
+  stepped: jax.Array
   dead_end: jax.Array
 
 
@@ -121,7 +124,8 @@ class Policy(nnx.Module):
     w = 2 * u - 1
     num = jnp.tanh(self.value_in(jnp.stack([u, w, w * w], axis=-1)))
     idx = info.space.choice_index(u)
-    cat = jnp.take_along_axis(choice_emb, idx[..., None, None], axis=-2)[..., 0, :]
+    # A one-hot product, not a gather: its gradient is a product too (a scatter is slow on CPU).
+    cat = jnp.einsum("...dc,dch->...dh", jax.nn.one_hot(idx, choice_emb.shape[-2]), choice_emb)
     v = jnp.where(jnp.asarray(info.numeric)[:, None], num, cat)
     return jnp.where(a[..., None], v, 0.0)
 
@@ -154,95 +158,165 @@ def _entropy(logp, mask):
   return -jnp.sum(jnp.where(mask, p * logp, 0.0))
 
 
+def _step_branches(info: SpaceInfo):
+  """Per-parameter functions, selected by ``lax.switch`` on the (unbatched) step index.
+
+  ``activity[d](u)`` is parameter ``d``'s activity given the values so far;
+  ``mask[d](u, cand)`` is `tokens.candidate_mask` specialized to step ``d``
+  (only the constraints decidable there; all True where none is).
+  """
+  space = info.space
+  conditioned = [space.conditions[d] is not None for d in range(space.num_params)]
+
+  def activity(d):
+    if not conditioned[d]:
+      return lambda u: jnp.ones((), bool)
+    return lambda u: space.activity_from(space.comparable(u), upto=d + 1)[d]
+
+  def mask(d):
+    if not info.involve[d].any():
+      return lambda u, cand: jnp.ones(cand.shape, bool)
+    return lambda u, cand: candidate_mask(info, d, u, cand)
+
+  d_num = space.num_params
+  return [activity(d) for d in range(d_num)], [mask(d) for d in range(d_num)]
+
+
+def _head_inputs(policy: Policy, info: SpaceInfo, state: PolicyState):
+  """What the head reads at every step, computed once per proposal.
+
+  ``base[d]`` is the part of the head's first layer (on ``[h, emb_d, ar,
+  inc_u_d, inc_a_d, step]``) that does not depend on the values chosen before
+  step ``d``; ``w_ar`` multiplies ``ar``, the sum of those values' embeddings.
+  """
+  space = info.space
+  d_num, hid = space.num_params, policy.config.hidden
+  param_emb, choice_emb = policy.embed(info)
+  w1, b1 = policy.head1.kernel[...], policy.head1.bias[...]
+  extra = jnp.stack([state.inc_values, state.inc_active * 1.0,
+                     jnp.broadcast_to(state.step / 100.0, (d_num,))], axis=-1)
+  base = (state.h @ w1[:hid] + b1) + param_emb @ w1[hid:2 * hid] + extra @ w1[3 * hid:]
+  pad = num_first_options(info) - 1
+  cmax = int(info.tokens.mids.shape[1])
+  numeric = jnp.asarray(info.numeric)
+  coarse_values = (jnp.arange(NUM_COARSE) + _REP) / NUM_COARSE
+  opt_values = jnp.where(numeric[:, None], jnp.pad(coarse_values, (0, pad - NUM_COARSE)),
+                         jnp.pad(info.tokens.mids, ((0, 0), (0, pad - cmax))))
+  xs = {
+      "d": jnp.arange(d_num), "base": base, "emb": param_emb, "cemb": choice_emb,
+      "numeric": numeric, "nchoice": jnp.asarray(space.num_choices),
+      "values1": jnp.concatenate([state.inc_values[:, None], opt_values], axis=-1),
+      "inc_a": state.inc_active, "inner": jnp.asarray(space.edges[:, 1:-1], jnp.float32),
+  }
+  return xs, w1[2 * hid:3 * hid]
+
+
+def _first_stage(policy: Policy, x, pre):
+  """One step's hidden query and first-stage logits (keep, then bins or choices)."""
+  pad = x["values1"].shape[-1] - 1
+  q = jnp.tanh(policy.head2(jnp.tanh(pre)))
+  choice_logits = x["cemb"] @ policy.query(q) / np.sqrt(q.shape[-1])
+  opt_logits = jnp.where(x["numeric"], jnp.pad(policy.coarse(q), (0, pad - NUM_COARSE)),
+                         jnp.pad(choice_logits, (0, pad - choice_logits.shape[-1])))
+  return q, jnp.concatenate([policy.keep(q), opt_logits])
+
+
+def _second_stage(policy: Policy, q, first):
+  """The fine stage's logits, given the first stage's choice (its coarse bin)."""
+  coarse = jnp.maximum(first - 1, 0)
+  return policy.fine(jnp.concatenate([q, jax.nn.one_hot(coarse, NUM_COARSE)]))
+
+
+def _fine_values(first):
+  """The unit value of each fine level of the chosen coarse bin."""
+  coarse = jnp.maximum(first - 1, 0)
+  return (coarse + (jnp.arange(NUM_FINE) + 0.5) / NUM_FINE) / NUM_COARSE
+
+
+def _chosen(policy: Policy, x, first, second, fine_values, active_d):
+  """The unit value a step chose, its embedding (one column of `Policy.value_embeddings`)."""
+  two_stage = x["numeric"] & (first > 0)
+  value = jnp.where(two_stage, fine_values[second], x["values1"][first])
+  value = jnp.where(active_d, value, 0.0)
+  w = 2 * value - 1
+  num = jnp.tanh(policy.value_in(jnp.stack([value, w, w * w])))
+  idx = jnp.minimum(jnp.sum(value >= x["inner"]), jnp.maximum(x["nchoice"] - 1, 0))
+  cat = jax.nn.one_hot(idx, x["cemb"].shape[0]) @ x["cemb"]
+  return value, two_stage, jnp.where(x["numeric"], num, cat)
+
+
+def _pick(logp, index):
+  """``logp[index]`` as a masked sum (its gradient needs no scatter)."""
+  return jnp.sum(jnp.where(jnp.arange(logp.shape[-1]) == index, logp, 0.0))
+
+
+def _step_scores(lp1, lp2, mask1, mask2, first, second, two_stage):
+  step_lp = _pick(lp1, first) + jnp.where(two_stage, _pick(lp2, second), 0.0)
+  step_ent = _entropy(lp1, mask1) + jnp.where(two_stage, _entropy(lp2, mask2), 0.0)
+  return step_lp, step_ent
+
+
 def autoregress(policy: Policy, info: SpaceInfo, state: PolicyState, key: jax.Array | None,
                 given: Action | None = None):
-  """Emits (``key``) or re-scores (``given``) one configuration: a `lax.scan` over parameters.
+  """Emits (``key``) or re-scores (``given``, see `score`) one configuration.
+
+  Emitting is a `lax.scan` over parameters. The scan's step index is the same
+  for every study of a batch, so the per-parameter pieces (activity, constraint
+  masks) are a ``lax.switch`` that runs one branch, specialized to that
+  parameter; the parts of the head's first layer that do not change along the
+  scan are computed once before it; the sampling noise (Gumbel) is drawn once.
 
   Args:
     policy: the merged policy module.
     info: the space's tables.
     state: the study state the proposal is conditioned on.
     key: PRNG key when sampling; None when re-scoring ``given``.
-    given: a stored `Action` to score (its choices and masks are reused).
+    given: a stored `Action` to score.
 
   Returns:
     ``(action, log_prob, entropy)``.
   """
+  if given is not None:
+    return (given,) + score(policy, info, state, given)
   space = info.space
   d_num = space.num_params
   a_opts = num_first_options(info)
-  cmax = int(info.tokens.mids.shape[1])
-  param_emb, choice_emb = policy.embed(info)
   edit_ok = jnp.asarray(policy.config.edit) & state.has_inc
-  coarse_values = (jnp.arange(NUM_COARSE) + _REP) / NUM_COARSE
-  pad = a_opts - 1
-  xs = {
-      "d": jnp.arange(d_num), "emb": param_emb, "cemb": choice_emb,
-      "numeric": jnp.asarray(info.numeric), "nchoice": jnp.asarray(space.num_choices),
-      "mids": jnp.pad(info.tokens.mids, ((0, 0), (0, pad - cmax))),
-      "inc_u": state.inc_values, "inc_a": state.inc_active,
-  }
-  if given is None:
-    # The key rides in the carry: JAX's key-reuse checker misflags a vmapped scan over keys.
-    sample_key, pool_key = jax.random.split(key)
-  else:
-    sample_key = jax.random.key(0)  # unused when re-scoring
-    xs.update(first=given.first, second=given.second, mask1=given.mask1, mask2=given.mask2)
+  xs, w_ar = _head_inputs(policy, info, state)
+  noise_key, pool_key = jax.random.split(key)
+  xs["noise"] = jax.random.gumbel(noise_key, (d_num, a_opts + NUM_FINE))
+  act_fns, mask_fns = _step_branches(info)
 
   def body(carry, x):
-    u, ar, logp, ent, dead, key = carry
+    u, ar, logp, ent, dead = carry
     d = x["d"]
-    active_d = space.activity(u)[d]
-    x_in = jnp.concatenate([state.h, x["emb"], ar,
-                            jnp.stack([x["inc_u"], x["inc_a"] * 1.0, state.step / 100.0])])
-    q = jnp.tanh(policy.head2(jnp.tanh(policy.head1(x_in))))
-    choice_logits = x["cemb"] @ policy.query(q) / np.sqrt(q.shape[-1])
-    opt_logits = jnp.where(x["numeric"], jnp.pad(policy.coarse(q), (0, pad - NUM_COARSE)),
-                           jnp.pad(choice_logits, (0, pad - cmax)))
-    opt_values = jnp.where(x["numeric"], jnp.pad(coarse_values, (0, pad - NUM_COARSE)),
-                           x["mids"])
+    q, logits1 = _first_stage(policy, x, x["base"] + ar @ w_ar)
     n_opts = jnp.where(x["numeric"], NUM_COARSE, x["nchoice"])
-    logits1 = jnp.concatenate([policy.keep(q), opt_logits])
-    values1 = jnp.concatenate([x["inc_u"][None], opt_values])
-    if given is None:
-      key, key1, key2 = jax.random.split(key, 3)
-      base1 = jnp.concatenate([(edit_ok & x["inc_a"])[None], jnp.arange(pad) < n_opts])
-      mask1 = base1 & candidate_mask(info, d, u, values1)
-      stuck = ~jnp.any(mask1) & active_d
-      mask1 = jnp.where(stuck, base1, mask1)
-      first = jax.random.categorical(key1, jnp.where(mask1, logits1, -1e9))
-    else:
-      mask1, first, stuck = x["mask1"], x["first"], False
-    lp1 = _masked_logp(logits1, mask1)
-    coarse = jnp.maximum(first - 1, 0)
-    logits2 = policy.fine(jnp.concatenate([q, jax.nn.one_hot(coarse, NUM_COARSE)]))
-    fine_values = (coarse + (jnp.arange(NUM_FINE) + 0.5) / NUM_FINE) / NUM_COARSE
+    active_d = jax.lax.switch(d, act_fns, u)
+    base1 = jnp.concatenate([(edit_ok & x["inc_a"])[None], jnp.arange(a_opts - 1) < n_opts])
+    mask1 = base1 & jax.lax.switch(d, mask_fns, u, x["values1"])
+    stuck = ~jnp.any(mask1) & active_d
+    mask1 = jnp.where(stuck, base1, mask1)
+    first = jnp.argmax(jnp.where(mask1, logits1, -1e9) + x["noise"][:a_opts])
+    logits2, fine_values = _second_stage(policy, q, first), _fine_values(first)
     two_stage = x["numeric"] & (first > 0)
-    if given is None:
-      mask2 = candidate_mask(info, d, u, fine_values)
-      stuck2 = ~jnp.any(mask2) & active_d & two_stage
-      mask2 = jnp.where(stuck2 | ~two_stage, True, mask2)
-      second = jax.random.categorical(key2, jnp.where(mask2, logits2, -1e9))
-      stuck = stuck | stuck2
-    else:
-      mask2, second = x["mask2"], x["second"]
-    lp2 = _masked_logp(logits2, mask2)
-    value = jnp.where(two_stage, fine_values[second], values1[first])
-    step_lp = lp1[first] + jnp.where(two_stage, lp2[second], 0.0)
-    step_ent = _entropy(lp1, mask1) + jnp.where(two_stage, _entropy(lp2, mask2), 0.0)
-    value = jnp.where(active_d, value, 0.0)
-    u = u.at[d].set(value)
-    v_emb = policy.value_embeddings(info, u, jnp.arange(d_num) == d, choice_emb)[d]
-    carry = (u, ar + x["emb"] * v_emb * active_d, logp + jnp.where(active_d, step_lp, 0.0),
-             ent + jnp.where(active_d, step_ent, 0.0), dead | (stuck & active_d), key)
-    return carry, (first.astype(jnp.int32), second.astype(jnp.int32), mask1, mask2)
+    mask2 = jax.lax.switch(d, mask_fns, u, fine_values)
+    stuck2 = ~jnp.any(mask2) & active_d & two_stage
+    mask2 = jnp.where(stuck2 | ~two_stage, True, mask2)
+    second = jnp.argmax(jnp.where(mask2, logits2, -1e9) + x["noise"][a_opts:])
+    value, two_stage, v_emb = _chosen(policy, x, first, second, fine_values, active_d)
+    step_lp, step_ent = _step_scores(_masked_logp(logits1, mask1), _masked_logp(logits2, mask2),
+                                     mask1, mask2, first, second, two_stage)
+    carry = (u.at[d].set(value), ar + x["emb"] * v_emb * active_d,
+             logp + jnp.where(active_d, step_lp, 0.0), ent + jnp.where(active_d, step_ent, 0.0),
+             dead | ((stuck | stuck2) & active_d))
+    return carry, (first.astype(jnp.int32), second.astype(jnp.int32), mask1, mask2, active_d)
 
   zero = jnp.zeros((), jnp.float32)
   init = (jnp.zeros((d_num,), jnp.float32), jnp.zeros_like(state.h), zero, zero,
-          jnp.zeros((), bool), sample_key)
-  (u, _, logp, ent, dead, _), (firsts, seconds, masks1, masks2) = jax.lax.scan(body, init, xs)
-  if given is not None:
-    return given, logp, ent
+          jnp.zeros((), bool))
+  (u, _, logp, ent, dead), (firsts, seconds, masks1, masks2, stepped) = jax.lax.scan(
+      body, init, xs)
   act = space.activity(u)
   u = space.canonical(u, act)
   if space.constraints:
@@ -252,7 +326,30 @@ def autoregress(policy: Policy, info: SpaceInfo, state: PolicyState, key: jax.Ar
     dead = dead | ~feasible
     u = jnp.where(feasible, u, jnp.asarray(pool_u)[pick])
     act = jnp.where(feasible, act, jnp.asarray(pool_a)[pick])
-  return Action(u, act, firsts, seconds, masks1, masks2, dead), logp, ent
+  return Action(u, act, firsts, seconds, masks1, masks2, stepped, dead), logp, ent
+
+
+def score(policy: Policy, info: SpaceInfo, state: PolicyState, given: Action):
+  """``(log_prob, entropy)`` of a stored proposal under the policy (teacher forcing).
+
+  The stored choices fix every step's value, so the sum of the earlier
+  values' embeddings that each step reads is a cumulative sum: all steps are
+  scored at once (no scan), with the same per-step functions as `autoregress`.
+  """
+  xs, w_ar = _head_inputs(policy, info, state)
+  each = lambda fn, *args: jax.vmap(functools.partial(fn, policy))(*args)  # noqa: E731
+  _, two_stage, v_emb = jax.vmap(
+      lambda x, f, s, a: _chosen(policy, x, f, s, _fine_values(f), a))(
+          xs, given.first, given.second, given.stepped)
+  contrib = xs["emb"] * v_emb * given.stepped[:, None]
+  ar = jnp.concatenate([jnp.zeros_like(contrib[:1]), jnp.cumsum(contrib, axis=0)[:-1]])
+  q, logits1 = each(_first_stage, xs, xs["base"] + ar @ w_ar)
+  logits2 = each(_second_stage, q, given.first)
+  step_lp, step_ent = jax.vmap(_step_scores)(
+      jax.vmap(_masked_logp)(logits1, given.mask1), jax.vmap(_masked_logp)(logits2, given.mask2),
+      given.mask1, given.mask2, given.first, given.second, two_stage)
+  return (jnp.sum(jnp.where(given.stepped, step_lp, 0.0)),
+          jnp.sum(jnp.where(given.stepped, step_ent, 0.0)))
 
 
 def observe(policy: Policy, info: SpaceInfo, state: PolicyState, values, active, objective,

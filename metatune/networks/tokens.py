@@ -173,16 +173,31 @@ def candidate_mask(info: SpaceInfo, d: jax.Array, u: jax.Array, cand: jax.Array)
 
   Args:
     info: the space's tables.
-    d: i32[] the step (parameter index in dependency order; may be traced).
+    d: the step (parameter index in dependency order): a Python int specializes the
+      mask to the constraints decidable there; an i32[] (traced) evaluates them all.
     u: f32[D] values chosen so far (entries after ``d`` are ignored).
     cand: f32[K] candidate unit values for parameter ``d``.
   """
   space = info.space
   if not space.constraints:
     return jnp.ones(cand.shape, bool)
+  static = isinstance(d, (int, np.integer))
+  which = np.nonzero(info.involve[d])[0] if static else None
+  if static and which.size == 0:
+    return jnp.ones(cand.shape, bool)
   cols = jnp.arange(space.num_params)
   prefix = space.comparable(jnp.where(cols > d, 0.0, u))                       # [D]
   vals = jnp.where(cols == d, comparable_column(space, d, cand)[:, None], prefix)  # [K, D]
+  if static:  # only the constraints decidable at d, and the activity they read
+    nodes = [space._constraint_nodes[c] for c in which]  # pylint: disable=protected-access
+    read = [space.index[n] for node in nodes for n in ex.names(node)]
+    upto = max(read + list(np.nonzero(info.later[d][which].any(0))[0])) + 1
+    act = space.activity_from(vals, upto=upto)
+    act = jnp.concatenate([act, jnp.zeros(act.shape[:-1] + (space.num_params - upto,), bool)],
+                          axis=-1)
+    ok = space.constraint_ok_from(vals, act, which)                      # [K, C_d]
+    decided = ~jnp.any(jnp.asarray(info.later[d][which])[None] & act[:, None, :], axis=-1)
+    return jnp.all(ok | ~decided, axis=-1)
   act = space.activity_from(vals)
   ok = space.constraint_ok_from(vals, act)                               # [K, C]
   later = jnp.asarray(info.later)[d]                                     # [C, D]

@@ -218,12 +218,12 @@ class Space:
     vals = self.comparable(u)
     return self.activity_from(vals)
 
-  def activity_from(self, vals: jax.Array) -> jax.Array:
-    """`activity` from `comparable` values."""
+  def activity_from(self, vals: jax.Array, upto: int | None = None) -> jax.Array:
+    """`activity` from `comparable` values (of the first ``upto`` parameters only, if given)."""
     cols: list[jax.Array] = []
     ones = jnp.ones(vals.shape[:-1], bool)
     preds = self._condition_preds
-    for i in range(self.num_params):
+    for i in range(self.num_params if upto is None else upto):
       # Conditions read only parents, which come earlier in dependency order.
       cols.append(ones if preds[i] is None else preds[i](vals, _Columns(cols)))
     return jnp.stack(cols, axis=-1)
@@ -246,10 +246,12 @@ class Space:
     """bool[..., C]: whether each constraint holds (vacuously when a parameter it names is inactive)."""
     return self.constraint_ok_from(self.comparable(u), active)
 
-  def constraint_ok_from(self, vals: jax.Array, active: jax.Array) -> jax.Array:
-    """`constraint_ok` from `comparable` values (callers that already have them)."""
+  def constraint_ok_from(self, vals: jax.Array, active: jax.Array,
+                         which: Sequence[int] | None = None) -> jax.Array:
+    """`constraint_ok` from `comparable` values (of the constraints ``which`` only, if given)."""
     outs = []
-    for mode, refs, pred in self._constraint_preds:
+    preds = self._constraint_preds
+    for mode, refs, pred in (preds if which is None else [preds[c] for c in which]):
       applies = jnp.all(active[..., refs], axis=-1) if refs.size else jnp.ones(
           vals.shape[:-1], bool)
       hit = pred(vals, active)
