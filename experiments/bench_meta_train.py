@@ -74,14 +74,19 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--quick", action="store_true", help="one small setting (smoke test)")
   ap.add_argument("--out", default=str(DEFAULT_OUT), help="markdown table to write")
+  ap.add_argument("--envs", type=int, nargs="+", default=None,
+                  help="studies per iteration, one row each (default 64 256)")
+  ap.add_argument("--rounds", type=int, default=None, help="timed iterations per row")
   args = ap.parse_args(argv)
   envs, rounds = ((16,), 2) if args.quick else ((64, 256), 5)
+  envs, rounds = tuple(args.envs or envs), args.rounds or rounds
   family = SyntheticFamily(default_space(), SyntheticConfig(seed=0, fail_param="lr"))
   rows = [measure(family, n, rounds) for n in envs]
   target = 5e6 if jax.devices()[0].platform == "gpu" else 5e4
   lines = [
       "# Meta-training throughput (PPO, structured policy, synthetic default family)", "",
-      f"Produced by `{COMMAND}` on {datetime.date.today().isoformat()}.", "",
+      f"Produced by `{' '.join([COMMAND, *(sys.argv[1:] if argv is None else argv)])}` on "
+      f"{datetime.date.today().isoformat()}.", "",
       "Environment steps per second of whole iterations (rollout with masking and sampling, "
       "task evaluation, PPO update: 2 epochs x 4 minibatches, re-scoring by teacher forcing), "
       f"median of {rounds} iterations after the compiling one; 20 trials per study, default "

@@ -18,6 +18,9 @@ Usage:
   python experiments/bench_training_vmap.py            # 256 configurations, 2 epochs
   python experiments/bench_training_vmap.py --quick    # smoke test
   python experiments/bench_training_vmap.py --out /tmp/table.md
+  # MNIST-scale MLPs (the GPU check; needs the data folder):
+  python experiments/bench_training_vmap.py --task mnist/mlp --data-dir ../shared/data \
+      --sizes 128 --vmap-only 1024
 
 Writes a markdown table to ``paper/tables/training_vmap.md`` (or ``--out``) and prints it.
 """
@@ -83,14 +86,17 @@ def machine() -> list[str]:
           f"jax: {jax.__version__}", f"jax device: {dev} ({dev.platform})"]
 
 
-def measure(cap: int, settings: Settings, cache_dir: str | None, seed: int = 0) -> dict[str, Any]:
-  """Times the vmapped call and the loop on one space, interleaved."""
+def measure(cap: int, settings: Settings, cache_dir: str | None, seed: int = 0,
+            task: str = TASK, data_dir: str | None = None, loop: bool = True) -> dict[str, Any]:
+  """Times the vmapped call and (``loop``) the loop on one space, interleaved."""
   space = default_space()
   if cap < max(space.params[space.index["batch_size"]].choices):
     space = capped_space(space, cap)
-  family = TrainingFamily(TrainingConfig(datasets=("digits",), models=("mlp",),
-                                         epochs=settings.epochs, cache_dir=cache_dir), space=space)
-  setup, data = family.setup(TASK)
+  dataset, _, model = task.partition("/")
+  family = TrainingFamily(TrainingConfig(datasets=(dataset,), models=(model,),
+                                         epochs=settings.epochs, cache_dir=cache_dir),
+                          data_dir=data_dir, space=space)
+  setup, data = family.setup(task)
   sample_key, run_key = jax.random.split(jax.random.key(seed))
   values, active = jax.device_get(sample(sample_key, family.space, settings.num_configs))
   # Raw key data, wrapped inside each call: every round deliberately repeats the same keys.
@@ -113,6 +119,16 @@ def measure(cap: int, settings: Settings, cache_dir: str | None, seed: int = 0) 
   t = time.perf_counter()
   ref = run_vmap()
   compile_vmap = time.perf_counter() - t
+  steps = setup.total_steps
+  if not loop:
+    times = []
+    for _ in range(settings.rounds):
+      t = time.perf_counter()
+      run_vmap()
+      times.append(time.perf_counter() - t)
+    return {"cap": cap, "setup": setup, "num_configs": settings.num_configs, "steps": steps,
+            "compile_vmap": compile_vmap, "vmap_s": statistics.median(times),
+            "failed": int(np.sum(np.asarray(ref.failed)))}
   t = time.perf_counter()
   jax.block_until_ready(single(keys[0], values[0], active[0], data))
   compile_single = time.perf_counter() - t
@@ -128,9 +144,9 @@ def measure(cap: int, settings: Settings, cache_dir: str | None, seed: int = 0) 
         loop_out = out
   loop_obj = np.array([float(m.objective) for m in loop_out])
   diff = np.abs(np.asarray(ref.objective) - loop_obj)
-  steps = setup.total_steps
   return {
-      "cap": cap, "setup": setup, "times": times, "compile_vmap": compile_vmap,
+      "cap": cap, "setup": setup, "num_configs": settings.num_configs, "times": times,
+      "compile_vmap": compile_vmap,
       "compile_single": compile_single, "steps": steps,
       "vmap_s": statistics.median(times["vmap"]), "loop_s": statistics.median(times["loop"]),
       "max_diff": float(diff.max()), "num_differ": int(np.sum(diff > 1e-6)),
@@ -138,34 +154,45 @@ def measure(cap: int, settings: Settings, cache_dir: str | None, seed: int = 0) 
   }
 
 
-def render(results: list[dict[str, Any]], settings: Settings, command: str) -> str:
-  n = settings.num_configs
+def render(results: list[dict[str, Any]], settings: Settings, command: str,
+           task: str = TASK) -> str:
+  dataset = task.partition("/")[0]
+  where = "scikit-learn digits" if dataset == "digits" else f"`{dataset}` from the data folder"
   lines = [
       "# Training a batch of configurations: one vmapped call vs a loop of jitted trainings", "",
       f"Produced by `{command}` on {datetime.date.today().isoformat()}.", "",
-      f"Task `{TASK}` of the training family (scikit-learn digits, MLP), {n} configurations "
-      f"sampled from the space, {settings.epochs} epochs of "
-      f"{results[0]['setup'].steps_per_epoch} steps each (the same steps on both sides), "
-      f"median of {settings.rounds} interleaved rounds. Model-steps = configurations x "
-      "optimizer steps.", "",
-      "| padded network (max width, max batch) | method | seconds | model-steps/s | "
-      "ratio vs loop |", "|---|---|---:|---:|---:|"]
+      f"Task `{task}` of the training family ({where}), configurations sampled from the "
+      f"space, {settings.epochs} epochs of {results[0]['setup'].steps_per_epoch} steps each "
+      f"(the same steps on both sides), median of {settings.rounds} interleaved rounds. "
+      "Model-steps = configurations x optimizer steps.", "",
+      "| padded network (max width, max batch) | configurations | method | seconds | "
+      "model-steps/s | ratio vs loop |", "|---|---:|---|---:|---:|---:|"]
   for res in results:
+    n = res["num_configs"]
     label = f"{res['cap']} units x 4 layers, batch {res['cap']}" + (
-        " (default family)" if res["cap"] == 128 else "")
+        " (default family)" if res["cap"] == 128 and dataset == "digits" else "")
     model_steps = n * res["steps"]
-    lines.append(f"| {label} | one `jit(vmap(train))` call | {res['vmap_s']:.2f} | "
+    if "loop_s" not in res:
+      lines.append(f"| {label} | {n} | one `jit(vmap(train))` call (no loop run) | "
+                   f"{res['vmap_s']:.3f} | {model_steps / res['vmap_s']:,.0f} | |")
+      continue
+    lines.append(f"| {label} | {n} | one `jit(vmap(train))` call | {res['vmap_s']:.3f} | "
                  f"{model_steps / res['vmap_s']:,.0f} | {res['loop_s'] / res['vmap_s']:.2f}x |")
-    lines.append(f"| | loop of `jit(train)` | {res['loop_s']:.2f} | "
+    lines.append(f"| | {n} | loop of `jit(train)` | {res['loop_s']:.3f} | "
                  f"{model_steps / res['loop_s']:,.0f} | 1x |")
   lines += ["", "Notes:", ""]
   for res in results:
+    if "loop_s" not in res:
+      lines.append(f"- {res['num_configs']} configurations, vmapped only: compile + first call "
+                   f"{res['compile_vmap']:.1f} s; {res['failed']} diverged.")
+      continue
     rounds = ", ".join(f"{v:.2f}/{l:.2f}" for v, l in zip(res["times"]["vmap"],
                                                             res["times"]["loop"]))
     lines.append(f"- max {res['cap']}: compile + first call {res['compile_vmap']:.1f} s "
                  f"(vmapped), {res['compile_single']:.1f} s (single); per round vmap/loop "
                  f"seconds: {rounds}; objectives of the two sides differ by at most "
-                 f"{res['max_diff']:.2g} ({res['num_differ']} of {n} differ by more than 1e-6); "
+                 f"{res['max_diff']:.2g} ({res['num_differ']} of {res['num_configs']} differ by more "
+                 "than 1e-6); "
                  f"{res['failed']} diverged.")
   lines += [
       "- Both sides run the padded network: every configuration costs as much as the largest "
@@ -173,13 +200,17 @@ def render(results: list[dict[str, Any]], settings: Settings, command: str) -> s
       "would retrace and recompile for every new architecture, at about the single-call "
       "compile time above per configuration.",
       "- Where the two sides differ, the cause is float reassociation: the batched backward "
-      "matmuls sum in another order (gradients agree to about 3e-7 relative; forward passes "
-      "are bitwise equal), which unstable configurations (learning rates of 0.1 to 1) "
+      "matmuls sum in another order (on the 2-core CPU, gradients agreed to about 3e-7 "
+      "relative and forward passes were bitwise equal), which unstable configurations (learning rates of 0.1 to 1) "
       "amplify over the steps into different accuracies.",
+  ]
+  if jax.devices()[0].platform == "cpu":
+    lines += [
       "- On this CPU a single configuration's padded step (up to 4 matmuls of 128 x 128 on a "
       "batch of 128, and elementwise passes over its parameters) already keeps the cores "
       "busy inside XLA's compiled loop, so batching configurations removes little overhead; "
-      "the gain grows as the work per configuration shrinks (the capped rows).",
+      "the gain grows as the work per configuration shrinks (the capped rows)."]
+  lines += [
       "- The spaces capped at 64 and 32 are copies of `metatune/tasks/spaces/training.yaml` "
       "with widths and batch sizes cut at the cap (its memory constraint then never binds).",
       "", "Machine:", ""] + [f"- {x}" for x in machine()]
@@ -191,15 +222,32 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   parser.add_argument("--quick", action="store_true", help="smoke test (16 configurations)")
   parser.add_argument("--cache-dir", default=None, help="prepared-dataset cache "
                       "(default $METATUNE_CACHE_DIR or ~/.cache/metatune/tfds)")
+  parser.add_argument("--task", default=TASK, help="a training-family task, DATASET/MODEL")
+  parser.add_argument("--data-dir", default=os.environ.get("METATUNE_DATA_DIR"),
+                      help="data folder, for folder datasets such as mnist")
+  parser.add_argument("--num-configs", type=int, default=None)
+  parser.add_argument("--epochs", type=int, default=None)
+  parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                      help="padded widths and batch sizes (128 = the space's own)")
+  parser.add_argument("--vmap-only", type=int, nargs="*", default=(),
+                      help="more configuration counts, timed vmapped only (throughput)")
   parser.add_argument("--out", default=str(DEFAULT_OUT))
   args = parser.parse_args(argv)
   settings = QUICK if args.quick else FULL
+  settings = dataclasses.replace(
+      settings, num_configs=args.num_configs or settings.num_configs,
+      epochs=args.epochs or settings.epochs, sizes=tuple(args.sizes or settings.sizes))
   results = []
   for cap in settings.sizes:
-    results.append(measure(cap, settings, args.cache_dir))
+    results.append(measure(cap, settings, args.cache_dir, task=args.task, data_dir=args.data_dir))
     print(f"max {cap}: vmap {results[-1]['vmap_s']:.2f}s, loop {results[-1]['loop_s']:.2f}s",
           flush=True)
-  text = render(results, settings, COMMAND + (" --quick" if args.quick else ""))
+  for n in args.vmap_only:
+    results.append(measure(settings.sizes[0], dataclasses.replace(settings, num_configs=n),
+                           args.cache_dir, task=args.task, data_dir=args.data_dir, loop=False))
+    print(f"{n} configurations: vmap {results[-1]['vmap_s']:.3f}s", flush=True)
+  text = render(results, settings, " ".join([COMMAND, *(argv if argv is not None
+                                                         else sys.argv[1:])]), args.task)
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(text, encoding="utf-8")
