@@ -125,3 +125,18 @@ def test_comparable_column_matches_the_space():
   for d in range(space.num_params):
     # Equal up to an ulp of exp (XLA may fuse differently); integer and choice columns exactly.
     np.testing.assert_allclose(np.asarray(column(d, u[:, d])), want[:, d], rtol=2e-6)
+
+
+def test_step_specialized_masks_match_the_general_mask():
+  """The per-step branches (static ``d``) decide exactly what the traced-``d`` mask decides."""
+  space = io.load(MOST_CONSTRAINED)
+  info = space_info(space)
+  u, _ = sampling.sample(jax.random.key(0), space, 64)
+  cand = jnp.concatenate([jnp.linspace(0.0, 1.0, 33), jax.random.uniform(jax.random.key(1), (31,))])
+  _, mask_fns = pol._step_branches(info)  # pylint: disable=protected-access
+  special = jax.jit(jax.vmap(lambda uu: jnp.stack([fn(uu, cand) for fn in mask_fns])))(u)
+  general = jax.jit(jax.vmap(lambda uu: jax.vmap(lambda d: candidate_mask(info, d, uu, cand))(
+      jnp.arange(space.num_params))))(u)
+  for d in range(space.num_params):
+    np.testing.assert_array_equal(np.asarray(special[:, d]), np.asarray(general[:, d]),
+                                  err_msg=f"step {d} ({space.names[d]})")
