@@ -163,23 +163,33 @@ def _step_branches(info: SpaceInfo):
 
   ``activity[d](u)`` is parameter ``d``'s activity given the values so far;
   ``mask[d](u, cand)`` is `tokens.candidate_mask` specialized to step ``d``
-  (only the constraints decidable there; all True where none is).
+  (only the constraints decidable there; all True where none is). Steps with
+  nothing to decide share one trivial branch (`_switch_tables` indexes them),
+  which keeps compile time down.
   """
   space = info.space
-  conditioned = [space.conditions[d] is not None for d in range(space.num_params)]
 
   def activity(d):
-    if not conditioned[d]:
-      return lambda u: jnp.ones((), bool)
     return lambda u: space.activity_from(space.comparable(u), upto=d + 1)[d]
 
   def mask(d):
-    if not info.involve[d].any():
-      return lambda u, cand: jnp.ones(cand.shape, bool)
     return lambda u, cand: candidate_mask(info, d, u, cand)
 
-  d_num = space.num_params
-  return [activity(d) for d in range(d_num)], [mask(d) for d in range(d_num)]
+  act_idx, mask_idx = _switch_tables(info)
+  act_fns = [lambda u: jnp.ones((), bool)] + [
+      activity(d) for d in range(space.num_params) if act_idx[d]]
+  mask_fns = [lambda u, cand: jnp.ones(cand.shape, bool)] + [
+      mask(d) for d in range(space.num_params) if mask_idx[d]]
+  return act_fns, mask_fns
+
+
+def _switch_tables(info: SpaceInfo) -> tuple[np.ndarray, np.ndarray]:
+  """i32[D] branch of each step in `_step_branches`' lists (0: the shared trivial branch)."""
+  space = info.space
+  conditioned = np.array([c is not None for c in space.conditions], bool)
+  masked = info.involve.any(axis=1) if info.involve.size else np.zeros(space.num_params, bool)
+  return (np.where(conditioned, np.cumsum(conditioned), 0).astype(np.int32),
+          np.where(masked, np.cumsum(masked), 0).astype(np.int32))
 
 
 def _head_inputs(policy: Policy, info: SpaceInfo, state: PolicyState):
@@ -286,21 +296,22 @@ def autoregress(policy: Policy, info: SpaceInfo, state: PolicyState, key: jax.Ar
   noise_key, pool_key = jax.random.split(key)
   xs["noise"] = jax.random.gumbel(noise_key, (d_num, a_opts + NUM_FINE))
   act_fns, mask_fns = _step_branches(info)
+  act_idx, mask_idx = (jnp.asarray(t) for t in _switch_tables(info))
 
   def body(carry, x):
     u, ar, logp, ent, dead = carry
     d = x["d"]
     q, logits1 = _first_stage(policy, x, x["base"] + ar @ w_ar)
     n_opts = jnp.where(x["numeric"], NUM_COARSE, x["nchoice"])
-    active_d = jax.lax.switch(d, act_fns, u)
+    active_d = jax.lax.switch(act_idx[d], act_fns, u)
     base1 = jnp.concatenate([(edit_ok & x["inc_a"])[None], jnp.arange(a_opts - 1) < n_opts])
-    mask1 = base1 & jax.lax.switch(d, mask_fns, u, x["values1"])
+    mask1 = base1 & jax.lax.switch(mask_idx[d], mask_fns, u, x["values1"])
     stuck = ~jnp.any(mask1) & active_d
     mask1 = jnp.where(stuck, base1, mask1)
     first = jnp.argmax(jnp.where(mask1, logits1, -1e9) + x["noise"][:a_opts])
     logits2, fine_values = _second_stage(policy, q, first), _fine_values(first)
     two_stage = x["numeric"] & (first > 0)
-    mask2 = jax.lax.switch(d, mask_fns, u, fine_values)
+    mask2 = jax.lax.switch(mask_idx[d], mask_fns, u, fine_values)
     stuck2 = ~jnp.any(mask2) & active_d & two_stage
     mask2 = jnp.where(stuck2 | ~two_stage, True, mask2)
     second = jnp.argmax(jnp.where(mask2, logits2, -1e9) + x["noise"][a_opts:])

@@ -134,9 +134,14 @@ def test_step_specialized_masks_match_the_general_mask():
   u, _ = sampling.sample(jax.random.key(0), space, 64)
   cand = jnp.concatenate([jnp.linspace(0.0, 1.0, 33), jax.random.uniform(jax.random.key(1), (31,))])
   _, mask_fns = pol._step_branches(info)  # pylint: disable=protected-access
-  special = jax.jit(jax.vmap(lambda uu: jnp.stack([fn(uu, cand) for fn in mask_fns])))(u)
+  _, mask_idx = pol._switch_tables(info)  # pylint: disable=protected-access
+  special = jax.jit(jax.vmap(lambda uu: jnp.stack([mask_fns[i](uu, cand) for i in mask_idx])))(u)
   general = jax.jit(jax.vmap(lambda uu: jax.vmap(lambda d: candidate_mask(info, d, uu, cand))(
       jnp.arange(space.num_params))))(u)
   for d in range(space.num_params):
     np.testing.assert_array_equal(np.asarray(special[:, d]), np.asarray(general[:, d]),
                                   err_msg=f"step {d} ({space.names[d]})")
+  act_fns, _ = pol._step_branches(info)  # pylint: disable=protected-access
+  act_idx, _ = pol._switch_tables(info)  # pylint: disable=protected-access
+  stepwise = jax.jit(jax.vmap(lambda uu: jnp.stack([act_fns[i](uu) for i in act_idx])))(u)
+  np.testing.assert_array_equal(np.asarray(stepwise), np.asarray(space.activity(u)))
