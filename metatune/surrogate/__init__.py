@@ -8,14 +8,15 @@ import importlib
 
 _EXPORTS = {
     "make_borders": "bars",
+    "curve_batches": "curves", "synthetic_curve_table": "curves",
     "load_contexts": "checkpoint", "load_surrogate": "checkpoint", "save_surrogate": "checkpoint",
     "Batch": "data", "TaskTable": "data", "default_scale_floor": "data",
     "family_batches": "data", "family_table": "data", "load_table": "data", "make_table": "data",
     "mixed_batches": "data", "normalizer": "data", "table_batches": "data",
     "EnvConfig": "env", "SurrogateFamily": "env", "SurrogateTask": "env", "reference": "env",
     "ContextCache": "model", "MetaSurrogate": "model", "SurrogateConfig": "model",
-    "Predictive": "predictive", "Surrogate": "predictive", "init_surrogate": "predictive",
-    "predict": "predictive",
+    "CurvePrediction": "predictive", "Predictive": "predictive", "Surrogate": "predictive",
+    "init_surrogate": "predictive", "predict": "predictive", "predict_curve": "predictive",
     "TrainConfig": "training", "train": "training", "calibrate_temperature": "training",
 }
 __all__ = sorted(_EXPORTS)

@@ -5,7 +5,8 @@ A surrogate folder::
   surrogate.json   format, space signature, architecture, provenance and training record
   space.json       the space as a metatune document
   params.npz       the network's parameters, one array per parameter path (``blocks/0/qkv/kernel``)
-  contexts.npz     optional: observations of the source tasks (for `SurrogateFamily`)
+  contexts.npz     optional: observations of the source tasks (for `SurrogateFamily`),
+                   with their learning curves when the table has them
   contexts.json    their task ids
 """
 
@@ -32,6 +33,7 @@ from metatune.surrogate.predictive import Surrogate
 
 FORMAT = "metatune-surrogate/1"
 _TABLE_FIELDS = ("values", "active", "objective", "failed", "loc", "scale")
+_CURVE_FIELDS = ("curve", "fidelity")  # optional
 
 
 def _path_key(path) -> str:
@@ -85,13 +87,17 @@ def save_surrogate(folder: str | os.PathLike, surrogate: Surrogate,
   _write_text(folder / "surrogate.json", json.dumps(meta, indent=2))
   if contexts is not None:
     _write_npz(folder / "contexts.npz", {f: np.asarray(getattr(contexts, f))
-                                         for f in _TABLE_FIELDS})
+                                         for f in _TABLE_FIELDS + _CURVE_FIELDS
+                                         if getattr(contexts, f) is not None})
     _write_text(folder / "contexts.json", json.dumps({"task_ids": list(contexts.task_ids)}))
   return folder
 
 
 def load_surrogate(folder: str | os.PathLike) -> Surrogate:
   """Reads a surrogate written by `save_surrogate`.
+
+  Checkpoints written before fidelity-aware models existed (no ``fidelity``
+  in the architecture) load as models without fidelity.
 
   Raises:
     SpaceError: a missing or malformed file, another format, a space whose
@@ -151,5 +157,5 @@ def load_contexts(folder: str | os.PathLike) -> TaskTable:
                      "contexts=...))", str(folder))
   ids = json.loads((folder / "contexts.json").read_text(encoding="utf-8"))["task_ids"]
   with np.load(path) as npz:
-    arrays = {f: npz[f] for f in _TABLE_FIELDS}
+    arrays = {f: npz[f] for f in _TABLE_FIELDS + _CURVE_FIELDS if f in npz.files}
   return TaskTable(**arrays, task_ids=tuple(ids))

@@ -61,7 +61,9 @@ def add_commands(subparsers) -> None:
       "best check is kept) and writes the surrogate folder, with the meta-training "
       "observations as the environment's contexts. Data: --dataset (a folder from 'metatune "
       "dataset build'), else fresh random configurations evaluated on the tasks (synthetic "
-      "families: new tasks at every step).")
+      "families: new tasks at every step). A dataset with learning curves (a family with a "
+      "fidelity) trains a fidelity-aware surrogate on curve points (contexts of full and "
+      "partial curves, queries at any fidelity), unless --no-curves.")
   tr.add_argument("family", metavar="FAMILY.yaml", help="family config (configs/families/)")
   tr.add_argument("--out", required=True, help="output folder")
   tr.add_argument("--dataset", default=None, help="meta-dataset folder of this family")
@@ -71,9 +73,15 @@ def add_commands(subparsers) -> None:
   tr.add_argument("--steps", type=_positive, default=3000, help="optimizer steps (default 3000)")
   tr.add_argument("--batch-tasks", type=_positive, default=16, help="tasks per step (default 16)")
   tr.add_argument("--max-context", type=_positive, default=None,
-                  help="largest context (default: min(48, half the observations per task))")
+                  help="largest context (default: min(48, half the observations per task); "
+                  "with curves, configurations: min(16, a quarter))")
   tr.add_argument("--num-queries", type=_positive, default=None,
-                  help="queries per task and step (default: min(64, the rest))")
+                  help="queries per task and step (default: min(64, the rest); with curves 16)")
+  tr.add_argument("--query-configs", type=_positive, default=8,
+                  help="with curves: configurations the queries ask about, each possibly "
+                  "showing a prefix of its own curve in the context (default 8)")
+  tr.add_argument("--no-curves", action="store_true",
+                  help="train on final values only, even when the dataset has learning curves")
   tr.add_argument("--configs-per-task", type=_positive, default=1024,
                   help="without --dataset: random configurations evaluated per task "
                   "(default 1024)")
@@ -174,17 +182,28 @@ def _train(args) -> int:
     valid_table = (sg.family_table(valid_key, family, valid_ids, args.configs_per_task)
                    if valid_ids else None)
     n = args.configs_per_task
-  max_context = args.max_context or (48 if n is None else min(48, n // 2))
-  num_queries = args.num_queries or (64 if n is None else min(64, n - max_context))
+  curves = n is not None and train_table.has_curves and not args.no_curves
+  if curves:
+    max_context = args.max_context or min(16, n // 4)
+    num_queries = args.num_queries or 16
+  else:
+    max_context = args.max_context or (48 if n is None else min(48, n // 2))
+    num_queries = args.num_queries or (64 if n is None else min(64, n - max_context))
   tc = sg.TrainConfig(num_steps=args.steps, batch_tasks=args.batch_tasks, max_context=max_context,
-                      num_queries=num_queries, learning_rate=args.learning_rate,
-                      eval_every=args.eval_every, width=args.width, depth=args.depth)
+                      num_queries=num_queries, query_configs=args.query_configs,
+                      learning_rate=args.learning_rate, eval_every=args.eval_every,
+                      width=args.width, depth=args.depth)
   if args.scale_floor < 0:
     raise ValueError(f"--scale-floor must be >= 0, got {args.scale_floor}")
   floor = sg.default_scale_floor(train_table, args.scale_floor)
   if n is None:
     batch_fn = sg.family_batches(family, tc.batch_tasks, max_context, num_queries, floor)
     valid_fn = sg.family_batches(family, tc.batch_tasks, max_context, num_queries, floor)
+  elif curves:
+    make = lambda table: sg.curve_batches(family.space, table, tc.batch_tasks, max_context,
+                                          num_queries, floor, tc.query_configs)
+    batch_fn = make(train_table)
+    valid_fn = None if valid_table is None else make(valid_table)
   else:
     batch_fn = sg.table_batches(family.space, train_table, tc.batch_tasks, max_context,
                                 num_queries, floor)
@@ -192,9 +211,13 @@ def _train(args) -> int:
         family.space, valid_table, tc.batch_tasks, max_context, num_queries, floor)
   source.update(train_tasks=list(train_ids), valid_tasks=list(valid_ids),
                 family_name=family.name)
+  if curves:
+    source["curve_steps"] = int(train_table.curve.shape[-1])
   say(f"{config.name}: training on {len(train_ids)} tasks, validating on "
       f"{len(valid_ids) if valid_fn is not None else 0}; {args.steps} steps, context up to "
-      f"{max_context}, {num_queries} queries")
+      f"{max_context}" + (f" configurations' curves ({train_table.curve.shape[-1]} steps), "
+                          f"{num_queries} queries on {tc.query_configs} configurations"
+                          if curves else f", {num_queries} queries"))
   start = time.perf_counter()
   surrogate, record = sg.train(train_key, family.space, batch_fn, tc, valid_fn, say, source,
                                scale_floor=floor)

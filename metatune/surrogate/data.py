@@ -8,7 +8,8 @@ context of ``k`` of its observations (``k`` uniform in ``0..max_context``) and
 ``num_queries`` other observations to predict, all normalized by the
 context's mean and standard deviation (`normalizer`), so tasks of different
 scales mix. Synthetic families can instead be sampled afresh at every step
-(`family_batches`).
+(`family_batches`). Tables of meta-datasets with learning curves also hold the
+curves; `curves.curve_batches` trains on their points.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class TaskTable:
     loc, scale: f32[T] mean and standard deviation of each task's finished
       observations (the units of predictions from an almost empty context).
     task_ids: the tasks' ids (static).
+    curve: f32[T, N, F] the objective after each fidelity step (the last is
+      ``objective``; finite, failed rows hold the task's worst final value),
+      or None.
+    fidelity: f32[F] each step's fraction of the largest fidelity (``epoch /
+      epochs``), or None.
   """
   values: jax.Array
   active: jax.Array
@@ -45,6 +51,13 @@ class TaskTable:
   loc: jax.Array
   scale: jax.Array
   task_ids: tuple[str, ...] = flax.struct.field(pytree_node=False)
+  curve: jax.Array | None = None
+  fidelity: jax.Array | None = None
+
+  @property
+  def has_curves(self) -> bool:
+    """Whether the table holds curves of more than one fidelity step."""
+    return self.curve is not None and self.curve.shape[-1] > 1
 
   @property
   def num_tasks(self) -> int:
@@ -66,14 +79,25 @@ class TaskTable:
       raise ValueError(f"tasks not in the table: {', '.join(missing[:5])}")
     rows = np.asarray([index[t] for t in task_ids], np.int32)
     return TaskTable(self.values[rows], self.active[rows], self.objective[rows],
-                     self.failed[rows], self.loc[rows], self.scale[rows], tuple(task_ids))
+                     self.failed[rows], self.loc[rows], self.scale[rows], tuple(task_ids),
+                     None if self.curve is None else self.curve[rows], self.fidelity)
 
 
-def make_table(values, active, objective, failed, task_ids: Sequence[str]) -> TaskTable:
+def make_table(values, active, objective, failed, task_ids: Sequence[str], curve=None,
+               fidelity=None) -> TaskTable:
   """Builds a table, cleaning objectives and computing each task's ``loc`` and ``scale``.
 
   Non-finite objectives count as failed; a failed objective is stored as the
-  task's worst finished value (it is never a target).
+  task's worst finished value (it is never a target). Curve points of failed
+  rows and non-finite points are stored as that value too.
+
+  Args:
+    values, active: f32[T, N, D], bool[T, N, D].
+    objective: f[T, N] minimized.
+    failed: bool[T, N].
+    task_ids: the T ids.
+    curve: optional f[T, N, F] learning curves.
+    fidelity: f[F] the curves' fidelity fractions (default ``(1..F) / F``).
 
   Raises:
     ValueError: shapes that do not agree, or a task with no finished observation.
@@ -104,8 +128,20 @@ def make_table(values, active, objective, failed, task_ids: Sequence[str]) -> Ta
   scale = np.maximum(scale, 1e-6 * (1.0 + np.abs(loc)))
   worst = np.array([objective[i][ok[i]].max() for i in range(t)])
   objective = np.where(failed, worst[:, None], objective)
+  if curve is not None:
+    curve = np.asarray(curve, np.float64)
+    if curve.shape[:2] != (t, n) or curve.ndim != 3:
+      raise ValueError(f"curve shape {curve.shape} does not fit {t} tasks x {n} configurations")
+    bad = failed[..., None] | ~np.isfinite(curve)
+    curve = np.where(bad, worst[:, None, None], curve).astype(np.float32)
+    f = curve.shape[-1]
+    fidelity = (np.arange(1, f + 1) / f if fidelity is None else
+                np.asarray(fidelity, np.float64)).astype(np.float32)
+    if fidelity.shape != (f,):
+      raise ValueError(f"fidelity shape {fidelity.shape} does not fit curves of {f} steps")
   return TaskTable(values, active, objective.astype(np.float32), failed,
-                   loc.astype(np.float32), scale.astype(np.float32), tuple(task_ids))
+                   loc.astype(np.float32), scale.astype(np.float32), tuple(task_ids), curve,
+                   None if curve is None else fidelity)
 
 
 def load_table(folder: str | os.PathLike, space: Space | None = None,
@@ -118,7 +154,9 @@ def load_table(folder: str | os.PathLike, space: Space | None = None,
     splits: keep only tasks of these splits (default: all finished tasks).
 
   Returns:
-    The table of finished tasks and ``{task_id: split}``.
+    The table of finished tasks and ``{task_id: split}``; with the curves when
+    the family has a fidelity (the fractions from the manifest's fidelity
+    values divided by the largest).
 
   Raises:
     SpaceError: not a dataset folder, another space, or no finished task; the
@@ -146,9 +184,15 @@ def load_table(folder: str | os.PathLike, space: Space | None = None,
     raise SpaceError(f"tasks hold different numbers of configurations {sorted(sizes)}",
                      str(folder))
   stack = lambda name: np.stack([a[name] for a in arrays])
+  curve = fidelity = None
+  fid = manifest.get("fidelity")
+  if fid and all("curve" in a for a in arrays):
+    curve = stack("curve")
+    steps = np.asarray(fid["values"], np.float64)
+    fidelity = steps / steps.max() if steps.shape == curve.shape[-1:] else None
   try:
     table = make_table(stack("values"), stack("active"), stack("objective"), stack("failed"),
-                       ids)
+                       ids, curve, fidelity)
   except ValueError as e:
     raise SpaceError(str(e), str(folder)) from None
   return table, {t: split_of[t] for t in ids}
@@ -227,7 +271,8 @@ def family_table(key: jax.Array, family, task_ids: Sequence[str], num_configs: i
 
 # ------------------------------------------------------------ normalization
 def normalizer(objective: jax.Array, ok: jax.Array, prior_loc: jax.Array, prior_scale: jax.Array,
-               scale_floor: float | jax.Array = 0.0) -> tuple[jax.Array, jax.Array]:
+               scale_floor: float | jax.Array = 0.0, robust: bool = False
+               ) -> tuple[jax.Array, jax.Array]:
   """``(loc, scale)`` of a context: mean and sd of its ``ok`` entries (the prior below 2).
 
   Args:
@@ -237,6 +282,10 @@ def normalizer(objective: jax.Array, ok: jax.Array, prior_loc: jax.Array, prior_
     scale_floor: the smallest scale (objective units). A context that happens
       to be nearly constant (a plateau of equal accuracies) would otherwise
       blow every other value up to huge normalized values.
+    robust: median and interquartile range / 1.349 (the sd where the IQR is
+      0) instead of mean and sd (fidelity models, `SurrogateConfig.robust_units`):
+      a context of learning curves mixes early points of diverging runs, orders
+      of magnitude above the rest, that would squash every other value to 0.
 
   Returns:
     ``(loc f32[], scale f32[])``; the scale is at least ``scale_floor`` and
@@ -249,9 +298,23 @@ def normalizer(objective: jax.Array, ok: jax.Array, prior_loc: jax.Array, prior_
   n = jnp.sum(ok)
   mu = jnp.sum(jnp.where(ok, objective, 0.0)) / jnp.maximum(n, 1)
   var = jnp.sum(jnp.where(ok, (objective - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+  sd = jnp.sqrt(var)
+  if robust:
+    ranked = jnp.sort(jnp.where(ok, objective, jnp.inf))
+    last = jnp.maximum(n - 1, 0)
+
+    def quantile(p):  # linear interpolation among the n finished values
+      pos = p * last
+      lo = jnp.floor(pos).astype(jnp.int32)
+      w = pos - lo
+      return (1.0 - w) * ranked[lo] + w * ranked[jnp.minimum(lo + 1, last)]
+
+    mu = quantile(0.5)
+    iqr = (quantile(0.75) - quantile(0.25)) / 1.349
+    sd = jnp.where(iqr > 0, iqr, sd)
   enough = n >= 2
   loc = jnp.where(enough, mu, prior_loc)
-  scale = jnp.where(enough, jnp.sqrt(var), prior_scale)
+  scale = jnp.where(enough, sd, prior_scale)
   return loc, jnp.maximum(jnp.maximum(scale, scale_floor), 1e-6 * (1.0 + jnp.abs(loc)))
 
 
@@ -269,6 +332,8 @@ class Batch:
     fail_ctx, mask_ctx: bool[B, K].
     x_q: f32[B, Q, F]; z_q f32[B, Q]; fail_q bool[B, Q].
     loc, scale: f32[B] the normalization (objective = loc + scale * z).
+    f_ctx, f_q: f32[B, K], f32[B, Q] fidelity fractions of the context and
+      the queries (`curves.curve_batches`), or None (final values only).
   """
   x_ctx: jax.Array
   z_ctx: jax.Array
@@ -279,6 +344,8 @@ class Batch:
   fail_q: jax.Array
   loc: jax.Array
   scale: jax.Array
+  f_ctx: jax.Array | None = None
+  f_q: jax.Array | None = None
 
 
 def make_example(space: Space, values, active, objective, failed, num_context,

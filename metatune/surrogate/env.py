@@ -158,7 +158,7 @@ class SurrogateFamily(TaskFamily):
     rows = jax.random.permutation(rows_key, ctx.num_configs)[:cfg.num_context]
     y, failed = ctx.objective[t, rows], ctx.failed[t, rows]
     loc, scale = normalizer(y, ~failed, ctx.loc[t], ctx.scale[t],
-                            self.surrogate.config.scale_floor)
+                            self.surrogate.config.scale_floor, self.surrogate.config.robust_units)
     x = sampling.featurize(self.space, ctx.values[t, rows], ctx.active[t, rows])
     cache = self.surrogate.encode(x, jnp.where(failed, 0.0, (y - loc) / scale), failed,
                                   jnp.ones(rows.shape, bool))

@@ -125,19 +125,32 @@ def scores(pred: dict[str, np.ndarray], table: TaskTable, rows: np.ndarray, max_
   yq = (y[..., max_k:] - np.asarray(table.loc)[:, None, None]) / np.asarray(table.scale)[
       :, None, None]
   ok = ~f[..., max_k:]
-  t, r = yq.shape[:2]
-  rho = np.zeros((t, r))
-  nll = np.zeros((t, r))
-  cov = np.zeros((t, r))
+  rho, cov = spearman_coverage(yq, ok, pred)
+  nll = np.array([[-np.mean(pred["logp"][i, j][ok[i, j]]) for j in range(ok.shape[1])]
+                  for i in range(ok.shape[0])])
+  return {"spearman": rho.mean(1), "nll": nll.mean(1), "coverage": cov.mean(1)}
+
+
+def spearman_coverage(obs: np.ndarray, ok: np.ndarray, pred: dict[str, np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+  """Spearman of ``pred["mean"]`` with ``obs`` and coverage of ``[lo, hi]``, each ``f64[T, R]``.
+
+  Args:
+    obs: f[T, R, Q] observed values; ``ok`` bool[T, R, Q] the ones scored.
+    pred: ``mean``, ``lo``, ``hi``, each f[T, R, Q].
+
+  A constant prediction (or fewer than 2 scored queries) has Spearman 0.
+  """
+  t, r = obs.shape[:2]
+  rho, cov = np.zeros((t, r)), np.zeros((t, r))
   for i in range(t):
     for j in range(r):
       m = ok[i, j]
-      obs, mean = yq[i, j][m], pred["mean"][i, j][m]
-      if m.sum() >= 2 and np.ptp(mean) > 0 and np.ptp(obs) > 0:
-        rho[i, j] = scipy.stats.spearmanr(mean, obs).statistic
-      nll[i, j] = -np.mean(pred["logp"][i, j][m])
-      cov[i, j] = np.mean((obs >= pred["lo"][i, j][m]) & (obs <= pred["hi"][i, j][m]))
-  return {"spearman": rho.mean(1), "nll": nll.mean(1), "coverage": cov.mean(1)}
+      y, mean = obs[i, j][m], pred["mean"][i, j][m]
+      if m.sum() >= 2 and np.ptp(mean) > 0 and np.ptp(y) > 0:
+        rho[i, j] = scipy.stats.spearmanr(mean, y).statistic
+      cov[i, j] = np.mean((y >= pred["lo"][i, j][m]) & (y <= pred["hi"][i, j][m]))
+  return rho, cov
 
 
 def mean_se(x: np.ndarray) -> tuple[float, float]:

@@ -38,13 +38,13 @@ class Surrogate:
   def borders(self) -> jax.Array:
     return jnp.asarray(self.config.borders, jnp.float32)
 
-  def encode(self, x, z, failed, mask) -> ContextCache:
+  def encode(self, x, z, failed, mask, fidelity=None) -> ContextCache:
     """`MetaSurrogate.encode` on these parameters (features already computed)."""
-    return nnx.merge(self.graphdef, self.params).encode(x, z, failed, mask)
+    return nnx.merge(self.graphdef, self.params).encode(x, z, failed, mask, fidelity)
 
-  def query(self, cache: ContextCache, x) -> tuple[jax.Array, jax.Array]:
+  def query(self, cache: ContextCache, x, fidelity=None) -> tuple[jax.Array, jax.Array]:
     """`MetaSurrogate.query` on these parameters."""
-    return nnx.merge(self.graphdef, self.params).query(cache, x)
+    return nnx.merge(self.graphdef, self.params).query(cache, x, fidelity)
 
 
 def init_surrogate(key: jax.Array, space: Space, config: SurrogateConfig,
@@ -105,7 +105,8 @@ class Predictive:
 
 def predict(surrogate: Surrogate, context: Points, objective: jax.Array, failed: jax.Array,
             queries: Points, mask: jax.Array | None = None, prior_loc: float = 0.0,
-            prior_scale: float = 1.0) -> Predictive:
+            prior_scale: float = 1.0, context_fidelity: jax.Array | None = None,
+            query_fidelity: jax.Array | None = None) -> Predictive:
   """Predicts ``queries`` on a task from a context of its observations. Jittable.
 
   Args:
@@ -117,9 +118,15 @@ def predict(surrogate: Surrogate, context: Points, objective: jax.Array, failed:
     mask: bool[K] which context slots hold observations (default all).
     prior_loc, prior_scale: the objective's units when fewer than 2 context
       observations finished (e.g. the task's mean and sd over the space).
+    context_fidelity: f32[K] fidelity fraction of each context observation
+      (models with ``config.fidelity`` only; default 1.0, final values).
+    query_fidelity: f32[Q] the fidelity fraction to predict (default 1.0).
 
   Returns:
     `Predictive` of shape ``[Q]``.
+
+  Raises:
+    ValueError: fidelities given to a surrogate trained without them.
 
   Example:
     >>> pred = predict(surrogate, ctx, y, jnp.zeros(5, bool), queries)  # doctest: +SKIP
@@ -130,12 +137,90 @@ def predict(surrogate: Surrogate, context: Points, objective: jax.Array, failed:
   failed = jnp.asarray(failed, bool) | ~jnp.isfinite(objective)
   mask = jnp.ones(objective.shape, bool) if mask is None else jnp.asarray(mask, bool)
   loc, scale = normalizer(objective, mask & ~failed, jnp.float32(prior_loc),
-                          jnp.float32(prior_scale), surrogate.config.scale_floor)
+                          jnp.float32(prior_scale), surrogate.config.scale_floor,
+                          surrogate.config.robust_units)
   z = jnp.where(failed, 0.0, (objective - loc) / scale)
   cache = surrogate.encode(sampling.featurize(space, context.values, context.active), z, failed,
-                           mask)
-  logits, fail_logit = surrogate.query(cache, sampling.featurize(space, queries.values,
-                                                                 queries.active))
+                           mask, context_fidelity)
+  logits, fail_logit = surrogate.query(
+      cache, sampling.featurize(space, queries.values, queries.active), query_fidelity)
   q = logits.shape[:-1]
   return Predictive(logits, fail_logit, jnp.broadcast_to(loc, q), jnp.broadcast_to(scale, q),
                     surrogate.borders)
+
+
+@flax.struct.dataclass
+class CurvePrediction:
+  """Predictions of configurations at several fidelities, in the task's units.
+
+  Attributes:
+    fidelity: f32[S] the fidelity fractions asked for.
+    mean: f32[Q, S] predictive means.
+    quantiles: f32[Q, S, L] the requested quantiles (levels in ``levels``).
+    levels: f32[L] the quantile levels.
+    fail_prob: f32[Q, S] probability that the evaluation fails.
+    predictive: the full `Predictive` of shape ``[Q, S]`` (CDF, log density).
+  """
+  fidelity: jax.Array
+  mean: jax.Array
+  quantiles: jax.Array
+  levels: jax.Array
+  fail_prob: jax.Array
+  predictive: Predictive
+
+
+def predict_curve(surrogate: Surrogate, context: Points, context_fidelity: jax.Array,
+                  objective: jax.Array, failed: jax.Array, queries: Points,
+                  fidelities: jax.Array, mask: jax.Array | None = None,
+                  levels=(0.05, 0.5, 0.95), prior_loc: float = 0.0,
+                  prior_scale: float = 1.0) -> CurvePrediction:
+  """Extrapolates learning curves: each query configuration at each requested fidelity. Jittable.
+
+  The context mixes observations at any fidelities: other configurations'
+  full or partial curves, and the query configurations' own first epochs (a
+  configuration's points are found by its identical features). One context
+  encoding serves every query and fidelity.
+
+  Args:
+    surrogate: a surrogate trained with fidelities (``config.fidelity``).
+    context: f32[K, D] / bool[K, D] the configuration of each observation (one
+      row per curve point).
+    context_fidelity: f32[K] each observation's fidelity fraction (``epoch / epochs``).
+    objective: f32[K] the observed values (minimized; ignored where failed).
+    failed: bool[K].
+    queries: f32[Q, D] / bool[Q, D] the configurations to extrapolate.
+    fidelities: f32[S] fidelity fractions to predict (1.0: the final value).
+    mask: bool[K] which context slots hold observations (default all).
+    levels: quantile levels.
+    prior_loc, prior_scale: units when fewer than 2 context observations finished.
+
+  Returns:
+    A `CurvePrediction` of shape ``[Q, S]``.
+
+  Raises:
+    ValueError: the surrogate has no fidelity feature.
+
+  Example:
+    >>> ctx = Points(jnp.repeat(u[:3], 10, 0), jnp.repeat(a[:3], 10, 0))  # doctest: +SKIP
+    >>> fid = jnp.tile(jnp.arange(1, 11) / 10, 3)                           # doctest: +SKIP
+    >>> out = predict_curve(sur, ctx, fid, y, jnp.zeros(30, bool),
+    ...                     Points(u[3:5], a[3:5]), jnp.array([0.5, 1.0]))  # doctest: +SKIP
+    >>> out.mean.shape                                                      # doctest: +SKIP
+    (2, 2)
+  """
+  if not surrogate.config.fidelity:
+    raise ValueError("predict_curve needs a surrogate trained on learning curves "
+                     "(config.fidelity is False): train it on a meta-dataset with curves")
+  fidelities = jnp.asarray(fidelities, jnp.float32)
+  q, s = queries.values.shape[0], fidelities.shape[0]
+  rep = lambda a: jnp.repeat(a, s, axis=0)
+  pred = predict(surrogate, context, objective, failed, Points(rep(queries.values),
+                                                               rep(queries.active)),
+                 mask, prior_loc, prior_scale, jnp.asarray(context_fidelity, jnp.float32),
+                 jnp.tile(fidelities, q))
+  grid = lambda a: a.reshape((q, s) + a.shape[1:])
+  pred = Predictive(grid(pred.logits), grid(pred.fail_logit), grid(pred.loc), grid(pred.scale),
+                    pred.borders)
+  lv = jnp.asarray(levels, jnp.float32)
+  quant = jax.vmap(pred.quantile, out_axes=-1)(lv)
+  return CurvePrediction(fidelities, pred.mean(), quant, lv, pred.fail_prob(), pred)

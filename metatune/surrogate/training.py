@@ -30,6 +30,8 @@ class TrainConfig:
     batch_tasks: examples (tasks) per step.
     max_context: largest context size; each example's is uniform in ``0..max_context``.
     num_queries: held-back observations predicted per example.
+    query_configs: with curves (`curves.curve_batches`), the configurations
+      the queries ask about (``max_context`` is then in configurations).
     learning_rate, warmup_steps, weight_decay, grad_clip: AdamW with linear
       warm-up, cosine decay and global-norm clipping.
     fail_weight: weight of the failure head's cross-entropy.
@@ -45,6 +47,7 @@ class TrainConfig:
   batch_tasks: int = 16
   max_context: int = 48
   num_queries: int = 64
+  query_configs: int = 8
   learning_rate: float = 1e-3
   warmup_steps: int = 100
   weight_decay: float = 1e-4
@@ -77,8 +80,8 @@ def example_losses(surrogate_fn, borders: jax.Array, batch: Batch, target_clip: 
 
   def one(ex: Batch):
     model = surrogate_fn()
-    cache = model.encode(ex.x_ctx, ex.z_ctx, ex.fail_ctx, ex.mask_ctx)
-    logits, fail_logit = model.query(cache, ex.x_q)
+    cache = model.encode(ex.x_ctx, ex.z_ctx, ex.fail_ctx, ex.mask_ctx, ex.f_ctx)
+    logits, fail_logit = model.query(cache, ex.x_q, ex.f_q)
     nll = -bars.log_prob(borders, logits / temperature,
                          jnp.clip(ex.z_q, -target_clip, target_clip))
     ok = ~ex.fail_q
@@ -140,8 +143,9 @@ def train(key: jax.Array, space: Space, batch_fn: BatchFn, config: TrainConfig =
   Args:
     key: PRNG key.
     space: the space of the tasks.
-    batch_fn: jittable ``key -> Batch`` of training examples (`data.table_batches`
-      or `data.family_batches`).
+    batch_fn: jittable ``key -> Batch`` of training examples (`data.table_batches`,
+      `data.family_batches`, or `curves.curve_batches`: batches with fidelities
+      train a fidelity-aware model, ``SurrogateConfig.fidelity``).
     config: the settings.
     valid_fn: examples from validation tasks; the parameters with the lowest
       validation NLL (checked every ``eval_every`` steps) are returned. None:
@@ -168,11 +172,16 @@ def train(key: jax.Array, space: Space, batch_fn: BatchFn, config: TrainConfig =
       compiled[fn] = jax.jit(jax.vmap(fn))
     return compiled[fn](jax.random.split(k, config.num_valid_batches))
 
-  borders = fit_borders(many(batch_fn, border_key), config.num_bins, config.target_clip)
+  border_batches = many(batch_fn, border_key)
+  borders = fit_borders(border_batches, config.num_bins, config.target_clip)
+  fidelity = border_batches.f_ctx is not None
+  # With curves a context holds up to (configurations x steps) points, where the count saturates.
+  max_context = border_batches.x_ctx.shape[-2] if fidelity else config.max_context
   model_config = SurrogateConfig(
       num_features=sampling.feature_size(space), borders=tuple(float(b) for b in borders),
       width=config.width, depth=config.depth, num_heads=config.num_heads,
-      max_context=max(config.max_context, 1), scale_floor=float(scale_floor))
+      max_context=max(max_context, 1), scale_floor=float(scale_floor), fidelity=fidelity,
+      robust_units=fidelity)  # curve batches normalize robustly (`curves.curve_batches`)
   surrogate = init_surrogate(init_key, space, model_config, info)
   graphdef = surrogate.graphdef
   borders_j = jnp.asarray(borders, jnp.float32)

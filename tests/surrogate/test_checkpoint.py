@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from metatune.space import SpaceError
-from metatune.surrogate import load_contexts, load_surrogate, predict, save_surrogate
+from metatune.surrogate import (load_contexts, load_surrogate, predict, predict_curve,
+                                save_surrogate)
 from metatune.tuners.base import Points
 
 
@@ -61,3 +62,28 @@ def test_a_changed_space_is_refused(tmp_path, surrogate):
   (folder / "space.json").write_text(json.dumps(doc))
   with pytest.raises(SpaceError, match="signature"):
     load_surrogate(folder)
+
+
+def test_checkpoints_without_the_fidelity_flag_load_as_before(tmp_path, surrogate, table):
+  folder = save_surrogate(tmp_path / "old", surrogate)
+  meta = json.loads((folder / "surrogate.json").read_text())
+  for key in ("fidelity", "robust_units"):  # as written before the flags existed
+    del meta["config"][key]
+  (folder / "surrogate.json").write_text(json.dumps(meta))
+  loaded = load_surrogate(folder)
+  assert not loaded.config.fidelity and not loaded.config.robust_units
+  u, a, y = table.values[0], table.active[0], table.objective[0]
+  ctx, queries = Points(u[:8], a[:8]), Points(u[8:], a[8:])
+
+  @jax.jit
+  def logits(params):
+    s = dataclasses.replace(surrogate, params=params)
+    return predict(s, ctx, y[:8], jnp.zeros(8, bool), queries).logits
+
+  np.testing.assert_array_equal(np.asarray(logits(loaded.params)),
+                                np.asarray(logits(surrogate.params)))
+  with pytest.raises(ValueError, match="trained on learning curves"):
+    predict_curve(loaded, ctx, jnp.ones(8), y[:8], jnp.zeros(8, bool), queries, jnp.ones(1))
+  with pytest.raises(ValueError, match="without fidelities"):
+    jax.jit(lambda: predict(loaded, ctx, y[:8], jnp.zeros(8, bool), queries,
+                            query_fidelity=jnp.ones(16)))()

@@ -19,6 +19,27 @@ def test_normalizer_uses_the_context_or_the_prior_below_two():
   assert (float(loc), float(scale)) == (5.0, 7.0)
 
 
+def test_robust_units_ignore_a_far_outlier():
+  y = jnp.asarray([1.0, 2.0, 3.0, 4.0, 1e9, 7.0])
+  ok = jnp.asarray([True] * 5 + [False])
+  loc, scale = data.normalizer(y, ok, 0.0, 1.0, robust=True)
+  assert float(loc) == pytest.approx(3.0) and float(scale) == pytest.approx(2.0 / 1.349)
+  loc, scale = data.normalizer(y, ok, 0.0, 1.0)
+  assert float(scale) > 1e8  # mean and sd: every other value would normalize to about 0
+  loc, scale = data.normalizer(y, jnp.asarray([True] + [False] * 5), 5.0, 7.0, robust=True)
+  assert (float(loc), float(scale)) == (5.0, 7.0)
+
+
+def test_make_table_keeps_curves_and_cleans_their_failures():
+  v = np.zeros((1, 3, 1), np.float32)
+  curve = [[[3.0, 2.0], [np.inf, 1.5], [9.0, 8.0]]]
+  t = data.make_table(v, v > 0, [[2.0, 1.5, 8.0]], [[False, False, True]], ["a"], curve)
+  np.testing.assert_allclose(np.asarray(t.fidelity), [0.5, 1.0])
+  # A failed row and a non-finite point hold the task's worst finished final value.
+  np.testing.assert_allclose(np.asarray(t.curve), [[[3.0, 2.0], [2.0, 1.5], [2.0, 2.0]]])
+  assert t.has_curves and t.select(["a"]).curve.shape == (1, 3, 2)
+
+
 def test_make_table_cleans_failures_and_refuses_empty_tasks():
   v = np.zeros((2, 3, 1), np.float32)
   t = data.make_table(v, v > 0, [[1.0, np.nan, 3.0], [2.0, 2.0, 5.0]],
