@@ -31,6 +31,7 @@ _EXPORTS = {
     "summary": "metatune.study.report",
     "SuccessiveHalving": "metatune.study.pruners",
     "ASHA": "metatune.study.pruners",
+    "CurveStop": "metatune.study.pruners",
     "pareto_mask": "metatune.study.pareto",
     "hypervolume": "metatune.study.pareto",
     "plateau_signal": "metatune.study.plateau",

@@ -73,9 +73,17 @@ def _pruner(args):
     raise StudyError(f"--pruner {args.pruner} needs --max-resource (the full number of steps)",
                      "--max-resource")
   from metatune.study import pruners  # pylint: disable=import-outside-toplevel
-  cls = pruners.ASHA if args.pruner == "asha" else pruners.SuccessiveHalving
   try:
-    return cls(args.min_resource, args.max_resource, args.reduction_factor)
+    if args.pruner == "curve":
+      if not args.surrogate:
+        raise StudyError("--pruner curve needs --surrogate DIR (a surrogate trained on learning "
+                         "curves: 'metatune surrogate train')", "--surrogate")
+      from metatune.space import io  # pylint: disable=import-outside-toplevel
+      return pruners.CurveStop(args.surrogate, args.max_resource, args.stop_threshold,
+                               args.min_resource, args.min_completed, space=io.load(args.space))
+    cls = pruners.ASHA if args.pruner == "asha" else pruners.SuccessiveHalving
+    min_resource = 1.0 if args.min_resource is None else args.min_resource
+    return cls(min_resource, args.max_resource, args.reduction_factor)
   except ValueError as e:
     raise StudyError(str(e), "--pruner") from None
 
@@ -269,14 +277,24 @@ def add_commands(subparsers) -> None:
                     help="kill a trial after this long and record it as timeout")
   tune.add_argument("--memory-limit", type=_positive_float, default=None, metavar="MB",
                     help="memory cap of each trial's process")
-  tune.add_argument("--pruner", choices=("none", "sh", "asha"), default="none",
-                    help="early stopping on trial.report values: successive halving or ASHA")
-  tune.add_argument("--min-resource", type=_positive_float, default=1.0,
-                    help="the pruner's first rung (default 1)")
+  tune.add_argument("--pruner", choices=("none", "sh", "asha", "curve"), default="none",
+                    help="early stopping on trial.report values: successive halving, ASHA, or "
+                    "curve (stop when a meta-surrogate's extrapolation of the trial's curve "
+                    "gives it little chance to beat the best completed trial)")
+  tune.add_argument("--min-resource", type=_positive_float, default=None,
+                    help="the pruner's first rung (default 1); curve: never stop before this "
+                    "step (default: from the first report)")
   tune.add_argument("--max-resource", type=_positive_float, default=None,
                     help="the pruner's full budget (steps)")
   tune.add_argument("--reduction-factor", type=_positive_float, default=3.0,
                     help="the pruner's eta (default 3)")
+  tune.add_argument("--surrogate", default=None, metavar="DIR",
+                    help="--pruner curve: a surrogate folder trained on learning curves")
+  tune.add_argument("--stop-threshold", type=float, default=0.05,
+                    help="--pruner curve: stop below this probability of beating the best "
+                    "(default 0.05)")
+  tune.add_argument("--min-completed", type=positive_int, default=3,
+                    help="--pruner curve: completed trials needed before any stop (default 3)")
   tune.add_argument("--stop-on-plateau", action="store_true",
                     help="end the study when more trials stop paying")
   tune.add_argument("--plateau-window", type=positive_int, default=20,

@@ -449,6 +449,11 @@ class Study(worker.Channel):
       return True
     if self.pruner is None or number not in self._last_step:
       return False
+    if getattr(self.pruner, "needs_points", False):  # e.g. CurveStop: configurations too
+      points = {n: (self._trials[n].values, self._trials[n].active)
+                for n in self._signed_reports if n in self._trials}
+      return bool(self.pruner.should_prune(number, self._last_step[number],
+                                           self._signed_reports, points=points))
     return bool(self.pruner.should_prune(number, self._last_step[number], self._signed_reports))
 
   def on_result(self, result: dict[str, Any], env: Mapping[str, Any] | None) -> None:

@@ -117,6 +117,11 @@ def test_enqueued_configs_run_first_and_bad_lines_are_named(space_file, tmp_path
       "--trials", "2"], "cannot import no_module_here"),
     (["tune", "{space}", "--objective", "m:f", "--storage", "{tmp}/s.db", "--trials", "2",
       "--pruner", "asha"], "--max-resource"),
+    (["tune", "{space}", "--objective", f"{OBJ}:curve", "--storage", "{tmp}/s.db", "--trials",
+      "2", "--pruner", "curve", "--max-resource", "9"], "--surrogate"),
+    (["tune", "{space}", "--objective", f"{OBJ}:curve", "--storage", "{tmp}/s.db", "--trials",
+      "2", "--pruner", "curve", "--max-resource", "9", "--surrogate", "{tmp}/no_sur"],
+     "no surrogate checkpoint at {tmp}/no_sur"),
     (["tune", "{space}", "--objective", f"{OBJ}:quadratic", "--storage", "{tmp}/nodir/s.db",
       "--trials", "2"], "does not exist"),
     (["tune", "{space}", "--objective", f"{OBJ}:quadratic", "--storage", "{tmp}/s.db"],
@@ -124,6 +129,7 @@ def test_enqueued_configs_run_first_and_bad_lines_are_named(space_file, tmp_path
 ])
 def test_errors_are_one_clear_line(argv, message, space_file, tmp_path, capsys):
   argv = [a.format(tmp=tmp_path, space=space_file) for a in argv]
+  message = message.format(tmp=tmp_path)
   assert cli.main(argv) == 2
   err = capsys.readouterr().err
   assert err.startswith("error: ") and message in err and "Traceback" not in err
