@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import time
 from typing import Any, Callable
@@ -138,11 +140,23 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
                    "python": platform.python_version()},
   }
   card.update(card_extra or {})
+  source = getattr(family, "source_dir", None)
+  if source is not None:  # a surrogate environment: the prior keeps the surrogate it learned in
+    card["surrogate"] = _copy_surrogate(pathlib.Path(source), out / "surrogate")
   if evaluate:
     card["heldout"] = heldout_table(family, state.params, trainer.graphdef, config)
   card = prior_io.save_prior(out, state.params, config.policy, card)
   write_report(out, history, card)
   return card
+
+
+def _copy_surrogate(source: pathlib.Path, dest: pathlib.Path) -> dict:
+  """Copies a surrogate folder into the prior; its files' SHA-256 (one digest) goes on the card."""
+  digest = hashlib.sha256()
+  for f in sorted(p for p in source.rglob("*") if p.is_file()):
+    digest.update(str(f.relative_to(source)).encode() + b"\0" + f.read_bytes())
+  shutil.copytree(source, dest, dirs_exist_ok=True)
+  return {"source": str(source), "folder": dest.name, "sha256": digest.hexdigest()[:16]}
 
 
 def heldout_table(family, params, graphdef, config: MetaTrainConfig, split: str = "heldout_dataset",

@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatune.space import Space, sampling
+from metatune.space import Space, SpaceError, sampling
 from metatune.surrogate import bars
+from metatune.surrogate.checkpoint import load_contexts, load_surrogate
 from metatune.surrogate.data import TaskTable, normalizer
 from metatune.surrogate.model import ContextCache
 from metatune.surrogate.predictive import Surrogate
@@ -231,3 +233,36 @@ class SurrogateFamily(TaskFamily):
 
     source = self.contexts.task_ids[int(params.source)] if self.contexts.task_ids else None
     return Task(task_id, evaluate, {"index": index, "source": source})
+
+
+_ENV_OPTIONS = {f.name for f in dataclasses.fields(EnvConfig)}
+
+
+def make_family(options: dict, data_dir=None) -> SurrogateFamily:
+  """The ``family: surrogate`` of a family config: episodes of a trained surrogate folder.
+
+  Options: ``surrogate`` (the folder `metatune surrogate train` wrote, with the
+  contexts saved beside the model; relative to the config's folder) and any
+  `EnvConfig` field. The family remembers the folder (``source_dir``) so that
+  meta-training copies it into the prior.
+
+  Raises:
+    ValueError: a missing or unknown option, a folder that is not a surrogate.
+  """
+  del data_dir  # the surrogate folder holds everything
+  options = dict(options)
+  folder = options.pop("surrogate", None)
+  if not folder:
+    raise ValueError("option 'surrogate' is required: a folder written by "
+                     "'metatune surrogate train'")
+  unknown = sorted(set(options) - _ENV_OPTIONS)
+  if unknown:
+    raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: surrogate, "
+                     f"{', '.join(sorted(_ENV_OPTIONS))}")
+  try:
+    surrogate, contexts = load_surrogate(folder), load_contexts(folder)
+  except (OSError, SpaceError) as e:
+    raise ValueError(f"option 'surrogate': {folder}: {e}") from None
+  family = SurrogateFamily(surrogate.space, surrogate, contexts, EnvConfig(**options))
+  family.source_dir = pathlib.Path(folder)
+  return family

@@ -26,12 +26,13 @@ from metatune.tasks.base import TaskFamily
 
 # family name -> "module:function" with signature (options: dict, data_dir) -> TaskFamily
 FAMILIES = {
+    "surrogate": "metatune.surrogate.env:make_family",
     "synthetic": "metatune.tasks.synthetic:make_family",
     "table": "metatune.tasks.table:make_family",
     "training": "metatune.tasks.training.family:make_family",
     "yahpo": "metatune.tasks.yahpo:make_family",
 }
-PATH_OPTIONS = ("space", "table")
+PATH_OPTIONS = ("space", "table", "surrogate")
 TOP_KEYS = {"name", "family", "options", "dataset", "description", "meta_train"}
 DATASET_KEYS = {"configs_per_task": int, "design": str, "seed": int, "batch_size": int}
 DESIGNS = ("quasi_random", "random")
