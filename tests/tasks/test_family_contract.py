@@ -70,8 +70,32 @@ def training_case(tmp_path, data_dir):
   return family, diverging
 
 
+def surrogate_case(tmp_path, data_dir):
+  """Episodes of an (untrained, tiny) surrogate saved with its contexts, from a folder."""
+  del data_dir
+  from metatune.space import io, sampling
+  from metatune.surrogate import (SurrogateConfig, env, init_surrogate, make_table,
+                                  save_surrogate)
+  space = io.loads("parameters: {a: {type: float, low: 0, high: 1}, "
+                   "b: {type: categorical, choices: [x, y]}}")
+  config = SurrogateConfig(num_features=sampling.feature_size(space),
+                           borders=tuple(np.linspace(-3, 3, 9)), width=8, depth=1, num_heads=2,
+                           num_registers=1, max_context=8)
+  u, act = sample(jax.random.key(0), space, 2 * 8)
+  table = make_table(u.reshape(2, 8, -1), act.reshape(2, 8, -1),
+                     np.asarray(u).sum(-1).reshape(2, 8), np.zeros((2, 8), bool), ["s0", "s1"])
+  save_surrogate(tmp_path / "surrogate", init_surrogate(jax.random.key(1), space, config), table)
+  family = env.make_family({"surrogate": str(tmp_path / "surrogate"), "num_context": 8,
+                            "num_tasks": 3})
+
+  def diverging(space, points):  # a NaN input: the surrogate's value is NaN, every row fails
+    return Points(points.values.at[:, space.index["a"]].set(jnp.nan), points.active)
+
+  return family, diverging
+
+
 CASES = {"synthetic": synthetic_case, "table": table_case, "yahpo": yahpo_case,
-         "training": training_case}
+         "training": training_case, "surrogate": surrogate_case}
 NEEDS_DATA = {"yahpo"}
 
 
