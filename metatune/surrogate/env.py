@@ -40,7 +40,7 @@ from metatune.surrogate.checkpoint import load_contexts, load_surrogate
 from metatune.surrogate.data import TaskTable, normalizer
 from metatune.surrogate.model import ContextCache
 from metatune.surrogate.predictive import Surrogate
-from metatune.tasks.base import REASON_CODE, Metrics, Task, TaskFamily
+from metatune.tasks.base import REASON_CODE, Metrics, Task, TaskFamily, numbered_task
 from metatune.tasks.reference import reference
 from metatune.tuners.base import Evaluation, Points
 
@@ -209,7 +209,8 @@ class SurrogateFamily(TaskFamily):
 
   def task_indices(self, split: str) -> np.ndarray:
     """i32[N]: the indices of the episodes of a split (see `task_params`)."""
-    return np.asarray([int(t.rsplit("-", 1)[1]) for t in self.task_ids(split)], np.int32)
+    return np.asarray([numbered_task(self.name, "surrogate", t, self.config.num_tasks)
+                       for t in self.task_ids(split)], np.int32)
 
   # ------------------------------------------------------- as a TaskFamily
   def splits(self) -> dict[str, list[str]]:
@@ -218,12 +219,7 @@ class SurrogateFamily(TaskFamily):
     return {"meta_train": ids, "meta_valid": [], "heldout_dataset": [], "heldout_model": []}
 
   def task(self, task_id: str) -> Task:
-    try:
-      index = int(task_id.rsplit("-", 1)[1])
-      assert task_id == f"surrogate-{index:04d}" and 0 <= index < self.config.num_tasks
-    except (IndexError, ValueError, AssertionError):
-      raise ValueError(f"unknown task {task_id!r} of family {self.name!r} (expected "
-                       f"surrogate-0000 ... surrogate-{self.config.num_tasks - 1:04d})") from None
+    index = numbered_task(self.name, "surrogate", task_id, self.config.num_tasks)
     params = self.task_params(index)
 
     def evaluate(key, points):

@@ -123,6 +123,21 @@ class TaskFamily:
     return list(s.get(split, []))
 
 
+def numbered_task(family: str, prefix: str, task_id: str, num_tasks: int) -> int:
+  """The index of a task named ``{prefix}-{index:04d}`` (families of numbered tasks).
+
+  Raises:
+    ValueError: naming the task, the family and the valid names.
+  """
+  try:
+    index = int(task_id.rsplit("-", 1)[1])
+    assert task_id == f"{prefix}-{index:04d}" and 0 <= index < num_tasks
+  except (IndexError, ValueError, AssertionError):
+    raise ValueError(f"unknown task {task_id!r} of family {family!r} (expected "
+                     f"{prefix}-0000 ... {prefix}-{num_tasks - 1:04d})") from None
+  return index
+
+
 def check_metrics(metrics: Metrics, batch: int, curve_len: int | None = None) -> None:
   """Raises AssertionError when a family's metrics break the contract (used by tests)."""
   for name in ("objective", "test_objective", "cost", "num_params", "memory"):

@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune.space import Space, io
-from metatune.tasks.base import REASON_CODE, Metrics, Task, TaskFamily, split_lists
+from metatune.tasks.base import (REASON_CODE, Metrics, Task, TaskFamily, numbered_task,
+                                 split_lists)
 from metatune.tasks.reference import task_reference
 from metatune.tuners.base import Evaluation, Points
 
@@ -142,12 +143,7 @@ class SyntheticFamily(TaskFamily):
             "heldout_model": []}
 
   def task(self, task_id: str) -> Task:
-    try:
-      index = int(task_id.rsplit("-", 1)[1])
-      assert task_id == f"synthetic-{index:04d}" and 0 <= index < self.config.num_tasks
-    except (IndexError, ValueError, AssertionError):
-      raise ValueError(f"unknown task {task_id!r} of family {self.name!r} (expected "
-                       f"synthetic-0000 ... synthetic-{self.config.num_tasks - 1:04d})") from None
+    index = numbered_task(self.name, "synthetic", task_id, self.config.num_tasks)
     params = self.task_params(index)
 
     def evaluate(key, points):
@@ -164,7 +160,8 @@ class SyntheticFamily(TaskFamily):
 
   def task_indices(self, split: str) -> np.ndarray:
     """i32[N]: the indices of the tasks of a split (see `task_params`)."""
-    return np.asarray([int(t.rsplit("-", 1)[1]) for t in self.task_ids(split)], np.int32)
+    return np.asarray([numbered_task(self.name, "synthetic", t, self.config.num_tasks)
+                       for t in self.task_ids(split)], np.int32)
 
   def reference(self, key: jax.Array, task: SyntheticTask, num: int = 4096, refine: int = 20
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
