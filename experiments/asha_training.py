@@ -57,7 +57,13 @@ from metatune.tuners.search import TUNERS
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "paper" / "tables" / "asha_training.md"
 COMMAND = "python experiments/asha_training.py"
-PRUNERS = {"ASHA": ASHA, "SuccessiveHalving": SuccessiveHalving}
+# name -> pruner for (epochs, eta). "ASHA" is the acceptance reading (first rung at 1 epoch);
+# the first-rung-3 variant (Ray Tune's grace period) is shown beside it, not used for the verdict.
+PRUNERS = {
+    "ASHA": lambda epochs, eta: ASHA(1, epochs, eta),
+    "SuccessiveHalving": lambda epochs, eta: SuccessiveHalving(1, epochs, eta),
+    "ASHA, first rung 3": lambda epochs, eta: ASHA(3, epochs, eta),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,14 +109,23 @@ def propose(space, tuner_name: str, seed: int, num: int) -> tuple[np.ndarray, np
   return np.asarray(points.values), np.asarray(points.active)
 
 
+def training_keys(train_seed: int, seeds: Sequence[int], pool: int) -> jax.Array:
+  """One training key per proposal: ``split(fold_in(key(train_seed), seed), pool)`` per seed.
+
+  A seed's keys do not depend on which other seeds run, so a run with more
+  seeds trains the first seeds' proposals exactly as a run with fewer.
+  """
+  base = jax.random.key(train_seed)
+  return jnp.concatenate([jax.random.split(jax.random.fold_in(base, s), pool) for s in seeds])
+
+
 def train_all(setup: train_lib.TrainSetup, data, values: np.ndarray, active: np.ndarray,
-              seed: int) -> dict[str, np.ndarray]:
+              keys: jax.Array) -> dict[str, np.ndarray]:
   """Trains every configuration for ``setup.num_epochs`` epochs in one jitted vmap.
 
-  Configuration ``i`` uses the ``i``-th key of ``split(key(seed), N)``, so a
-  later call can retrain any subset with the same keys.
+  Configuration ``i`` is trained with ``keys[i]``, so a later call can retrain
+  any subset with the same keys.
   """
-  keys = jax.random.split(jax.random.key(seed), values.shape[0])
   batched = jax.jit(jax.vmap(train_lib.make_train(setup), in_axes=(0, 0, 0, None)))
   m = jax.device_get(batched(keys, jnp.asarray(values), jnp.asarray(active), data))
   return {"curve": np.asarray(m.curve, np.float64), "failed": np.asarray(m.failed),
@@ -118,7 +133,7 @@ def train_all(setup: train_lib.TrainSetup, data, values: np.ndarray, active: np.
 
 
 def prefix_check(setup: train_lib.TrainSetup, data, values: np.ndarray, active: np.ndarray,
-                 seed: int, curves: np.ndarray, epochs: int, limit: int = 8
+                 keys: jax.Array, curves: np.ndarray, epochs: int, limit: int = 8
                  ) -> tuple[int, float]:
   """Retrains constant-schedule configurations for ``epochs`` epochs; compares with the curves.
 
@@ -130,7 +145,7 @@ def prefix_check(setup: train_lib.TrainSetup, data, values: np.ndarray, active: 
                       np.int64)
   if constant.size == 0:
     return 0, math.nan
-  keys = jax.random.split(jax.random.key(seed), values.shape[0])[jnp.asarray(constant)]
+  keys = keys[jnp.asarray(constant)]
   short = dataclasses.replace(setup, num_epochs=epochs)
   batched = jax.jit(jax.vmap(train_lib.make_train(short), in_axes=(0, 0, 0, None)))
   m = jax.device_get(batched(keys, jnp.asarray(values[constant]), jnp.asarray(active[constant]),
@@ -239,9 +254,9 @@ def run(settings: Settings, cache_dir: str | None = None) -> dict[str, Any]:
     per_seed = [propose(space, settings.tuner, s, settings.pool) for s in settings.seeds]
     values = np.concatenate([v for v, _ in per_seed])
     active = np.concatenate([a for _, a in per_seed])
-    train_seed = 1000 + t_index
+    keys = training_keys(1000 + t_index, settings.seeds, settings.pool)
     t0 = time.perf_counter()
-    out = train_all(setup, data, values, active, train_seed)
+    out = train_all(setup, data, values, active, jax.random.clone(keys))  # reused below
     seconds = time.perf_counter() - t0
     final = np.where(out["failed"], np.inf, out["curve"][:, -1])
     reference = float(final.min())
@@ -254,7 +269,7 @@ def run(settings: Settings, cache_dir: str | None = None) -> dict[str, Any]:
     if check is None:
       rungs = ASHA(1, settings.epochs, settings.eta).rungs
       e = int(rungs[1]) if len(rungs) > 1 else int(rungs[0])
-      check = (task_id, e) + prefix_check(setup, data, values, active, train_seed,
+      check = (task_id, e) + prefix_check(setup, data, values, active, keys,
                                           out["curve"], e)
     for s_index, seed in enumerate(settings.seeds):
       rows = slice(s_index * settings.pool, (s_index + 1) * settings.pool)
@@ -262,8 +277,8 @@ def run(settings: Settings, cache_dir: str | None = None) -> dict[str, Any]:
       full_best = float(np.min(np.where(failed, np.inf, curves[:, -1])[:settings.num_full]))
       rec = {"task": task_id, "seed": seed, "full_epochs": full_epochs, "scale": scale,
              "full_regret": full_best - reference, "pruners": {}}
-      for name, cls in PRUNERS.items():
-        rep = replay(cls(1, settings.epochs, settings.eta), curves, failed, settings.workers)
+      for name, make in PRUNERS.items():
+        rep = replay(make(settings.epochs, settings.eta), curves, failed, settings.workers)
         to = rep.epochs_to(full_best)
         budget = settings.budget_fraction * full_epochs
         rec["pruners"][name] = {
@@ -416,7 +431,10 @@ def render(res: dict[str, Any], command: str) -> str:
       "reports after each epoch and is judged at the rungs only.",
       "- `ASHA`: a trial continues at a rung only if its value is among the best 1/eta of the "
       "values recorded at that rung so far (Li et al., 2020). `SuccessiveHalving`: the "
-      "synchronous promotion quota (the whole cohort / eta^(k+1)) on the reports available.",
+      "synchronous promotion quota (the whole cohort / eta^(k+1)) on the reports available. "
+      "`ASHA, first rung 3`: ASHA with its first rung at 3 epochs (a grace period, as Ray "
+      "Tune calls it), shown for the sensitivity to the first rung; the acceptance reading "
+      "uses `ASHA` (first rung 1 epoch), as declared before this variant was run.",
       f"- Epochs to match: epochs early stopping had spent when its incumbent first reached "
       f"the full-budget regret of the same run, over the full budget's {full_epochs} epochs. "
       f"A run is unmatched when its {st.pool} proposals ran out first; where they ran out "
@@ -435,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--tuner", default=None, choices=("random", "quasi_random"),
                       help="proposal tuner (default quasi_random)")
   parser.add_argument("--workers", type=int, default=None, help="replay workers (default 1)")
+  parser.add_argument("--seeds", type=int, default=None,
+                      help="tuner seeds 0..N-1 (default 3; 2 with --quick)")
   parser.add_argument("--cache-dir", default=None, help="prepared-dataset cache "
                       "(default $METATUNE_CACHE_DIR or ~/.cache/metatune/tfds)")
   parser.add_argument("--out", default=str(DEFAULT_OUT))
@@ -446,9 +466,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.workers < 1:
       parser.error(f"--workers must be >= 1, got {args.workers}")
     settings = dataclasses.replace(settings, workers=args.workers)
+  if args.seeds is not None:
+    if args.seeds < 1:
+      parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    settings = dataclasses.replace(settings, seeds=tuple(range(args.seeds)))
   res = run(settings, args.cache_dir)
   flags = [f for f, on in (("--quick", args.quick), (f"--tuner {args.tuner}", args.tuner),
-                           (f"--workers {args.workers}", args.workers is not None)) if on]
+                           (f"--workers {args.workers}", args.workers is not None),
+                           (f"--seeds {args.seeds}", args.seeds is not None)) if on]
   text = render(res, " ".join([COMMAND] + flags))
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,12 @@ def test_quick_run_writes_the_table(tmp_path):
       assert p["fraction_to_match"] is None or 0 < p["fraction_to_match"] <= p["pool_fraction"]
   task_id, epochs, count, diff = res["check"]
   assert count == 0 or diff < 1e-6, (task_id, epochs, count, diff)
+
+
+def test_a_seeds_training_keys_do_not_depend_on_the_other_seeds():
+  exp = _load_script()
+  import jax  # pylint: disable=import-outside-toplevel
+  few = jax.random.key_data(exp.training_keys(7, (0, 1), 4))
+  many = jax.random.key_data(exp.training_keys(7, (0, 1, 2), 4))
+  assert np.array_equal(np.asarray(few), np.asarray(many)[:8])
+  assert not np.array_equal(np.asarray(many)[:4], np.asarray(many)[4:8])
