@@ -129,7 +129,7 @@ def test_yahpo_samples_are_valid_for_configspace_itself(data_dir):
   for path in _yahpo_spaces(data_dir):
     cs = ConfigSpace.ConfigurationSpace.from_json(path)
     s = io.load(path)
-    values, active = jax.jit(lambda k, s=s: sample(k, s, 300))(jax.random.key(1))
+    values, active = jax.jit(lambda k, s=s: sample(k, s, 100))(jax.random.key(1))
     for cfg in s.decode_batch(values, active):
       ConfigSpace.Configuration(cs, values=cfg).check_valid_configuration()
 
