@@ -331,3 +331,28 @@ def test_progress_bar_shows_the_best_so_far(space_file, tmp_path, capsys):
     study.optimize(lambda t: 2.0 + t.number, num_trials=5, executor="inline")
   err = capsys.readouterr().err
   assert "5/5" in err and "best objective=2" in err
+
+
+def test_a_pruner_after_resume_sees_the_stored_reports_but_not_a_killed_trials(space_file,
+                                                                                tmp_path):
+  from metatune.study.pruners import ASHA  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "s.db"
+  with Study.create(space_file, path, "r", seed=2) as study:
+    for value in (0.1, 0.2, 0.3):
+      trial = study.ask()
+      trial.report(1, value)
+      study.tell(trial, value)
+    killed = study.ask()  # running when the driver goes away: stale on resume
+    killed.report(1, 0.05)
+  with Study.load(path, "r") as study:
+    study.pruner = ASHA(1, 9, 3)
+    worse = study.ask()
+    worse.report(1, 0.9)
+    # Only the stored rung-1 values (0.1, 0.2, 0.3) make 0.9 a loser: alone it would continue.
+    assert worse.should_prune()
+    study.tell(worse, state="pruned")
+    good = study.ask()
+    good.report(1, 0.08)
+    # Best of the live rung-1 values; the killed trial's 0.05 does not count.
+    assert not good.should_prune()
+    assert study.trials[killed.number].state == "stale"
