@@ -27,6 +27,7 @@ from pathlib import Path
 import jax
 
 from metatune.meta.ppo import MetaTrainConfig, MetaTrainer
+from metatune.networks import policy as pol
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,18 @@ def machine() -> list[str]:
           f"jax: {jax.__version__}", f"jax device: {dev} ({dev.device_kind})"]
 
 
-def measure(family, num_envs: int, rounds: int, num_trials: int = 20) -> dict:
-  config = MetaTrainConfig(num_envs=num_envs, num_trials=num_trials, num_updates=100)
+# Settings that change the work per env step, measured beside the default with --variants:
+# where an iteration's time goes (not proposals for the defaults: those are training choices).
+VARIANTS = {
+    "update_epochs=1": {"update_epochs": 1},
+    "num_minibatches=1": {"num_minibatches": 1},
+    "policy hidden=16": {"policy": pol.PolicyConfig(hidden=16)},
+}
+
+
+def measure(family, num_envs: int, rounds: int, num_trials: int = 20, **overrides) -> dict:
+  config = MetaTrainConfig(num_envs=num_envs, num_trials=num_trials, num_updates=100,
+                           **overrides)
   trainer = MetaTrainer(family, config)
   state = trainer.init()
   t = time.perf_counter()
@@ -77,6 +88,9 @@ def main(argv=None) -> int:
   ap.add_argument("--envs", type=int, nargs="+", default=None,
                   help="studies per iteration, one row each (default 64 256)")
   ap.add_argument("--rounds", type=int, default=None, help="timed iterations per row")
+  ap.add_argument("--variants", action="store_true",
+                  help="also time settings that change the work per step, beside the default, "
+                  "at the last --envs value")
   args = ap.parse_args(argv)
   envs, rounds = ((16,), 2) if args.quick else ((64, 256), 5)
   envs, rounds = tuple(args.envs or envs), args.rounds or rounds
@@ -99,6 +113,19 @@ def main(argv=None) -> int:
     lines.append(f"| {r['num_envs']} | {r['steps']:,} | {r['iteration_s']:.3f} | "
                  f"{r['steps_per_s']:,.0f} | {r['proposals_per_s']:,.0f} | {share:.0%} | "
                  f"{r['compile_s']:.1f} | {target:,.0f} ({r['steps_per_s'] / target:.2f}x) |")
+  if args.variants:
+    n = envs[-1]
+    base = rows[-1]
+    lines += ["", f"Where the time goes ({n} studies; each setting measured in this run, after "
+              f"the rows above; the default's row is the one above):", "",
+              "| setting | iteration s | env steps/s | vs default | compile s |",
+              "|---|---:|---:|---:|---:|",
+              f"| default | {base['iteration_s']:.3f} | {base['steps_per_s']:,.0f} | 1.00x | "
+              f"{base['compile_s']:.1f} |"]
+    for name, overrides in VARIANTS.items():
+      r = measure(family, n, rounds, **overrides)
+      lines.append(f"| {name} | {r['iteration_s']:.3f} | {r['steps_per_s']:,.0f} | "
+                   f"{r['steps_per_s'] / base['steps_per_s']:.2f}x | {r['compile_s']:.1f} |")
   lines += ["", "Machine:", ""] + [f"- {m}" for m in machine()]
   text = "\n".join(lines) + "\n"
   print(text)
