@@ -43,6 +43,7 @@ def test_meta_train_benchmark_quick(tmp_path):
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   out = tmp_path / "speed.md"
-  assert bench.main(["--quick", "--out", str(out)]) == 0
+  assert bench.main(["--quick", "--variants", "--out", str(out)]) == 0
   text = out.read_text()
   assert "| 16 | 320 |" in text and "env steps/s" in text
+  assert "| default |" in text and "| update_epochs=1 |" in text and "| policy hidden=16 |" in text
