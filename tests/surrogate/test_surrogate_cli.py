@@ -1,13 +1,14 @@
 """The surrogate subcommands, called through their parser and handlers."""
 
 import argparse
+import json
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from metatune.surrogate import cli
+from metatune.surrogate import cli, load_surrogate
 
 from conftest import TINY_SPACE
 
@@ -61,6 +62,32 @@ def test_train_then_eval_on_a_tiny_synthetic_family(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "| k | Spearman meta | Spearman GP" in text and "| 4 |" in text
   assert pathlib.Path(out / "eval.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # real training of a few tiny networks, then a short surrogate training
+def test_train_on_a_meta_dataset_with_learning_curves(tmp_path, capsys):
+  from metatune import cli as main_cli  # pylint: disable=import-outside-toplevel
+  fam = tmp_path / "curves.yaml"
+  fam.write_text("name: tiny-training\nfamily: training\n"
+                 "options: {datasets: [iris, wine, breast_cancer, diabetes], models: [mlp], "
+                 "epochs: 3}\n"
+                 "dataset: {configs_per_task: 12, design: quasi_random, seed: 0, "
+                 "batch_size: 12}\n")
+  ds, out = tmp_path / "ds", tmp_path / "sur"
+  assert main_cli.main(["dataset", "build", str(fam), "--out", str(ds), "--no-progress"]) == 0
+  capsys.readouterr()
+  assert _run(["surrogate", "train", str(fam), "--dataset", str(ds), "--out", str(out),
+               "--steps", "30", "--eval-every", "15", "--width", "16", "--depth", "1",
+               "--quiet"]) == 0
+  meta = json.loads((out / "surrogate.json").read_text())
+  assert meta["info"]["curve_steps"] == 3, meta["info"]
+  surrogate = load_surrogate(out)
+  assert surrogate.config.fidelity  # a fidelity-aware model, not an objective-only one
+  # --no-curves trains on final values only.
+  assert _run(["surrogate", "train", str(fam), "--dataset", str(ds), "--out",
+               str(tmp_path / "finals"), "--steps", "30", "--eval-every", "15", "--width", "16",
+               "--depth", "1", "--quiet", "--no-curves"]) == 0
+  assert not load_surrogate(tmp_path / "finals").config.fidelity
 
 
 def test_importing_the_subcommands_does_not_import_jax():
