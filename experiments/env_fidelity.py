@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import importlib.util
 import os
 import platform
@@ -74,6 +75,10 @@ def _surrogate_eval():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _digest(path: Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _fmt(x, d=3):
@@ -164,7 +169,8 @@ def render(res: dict, args, command: str, total: float) -> str:
       f"predictive median plus noise, and the draw's lengthscale does not enter).",
       f"- **Twins**: one episode per held-out task conditioned on that task's observations.",
       f"- Surrogate: `{os.path.relpath(args.surrogate, REPO)}` (saved by "
-      f"`experiments/surrogate_eval.py`).", "",
+      f"`experiments/surrogate_eval.py`; sha256 of its params.npz "
+      f"{_digest(args.surrogate / 'params.npz')[:16]}).", "",
       "| environment | tasks | random | quasi_random | gp_bo | ranking (best first) | seconds |",
       "|---|---:|---:|---:|---:|---|---:|"]
   for name, r in regrets.items():
