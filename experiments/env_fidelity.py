@@ -1,4 +1,4 @@
-"""Environment fidelity with the power to rank: tuners on every real rbv2_xgboost task vs the RL environment.
+"""Environment fidelity with the power to rank: every real rbv2_xgboost task vs the RL environment.
 
 `experiments/surrogate_eval.py` ranks random search, quasi-random search and
 GP-BO by regret at 20 trials on the 18 held-out tasks of YAHPO rbv2_xgboost,
@@ -118,18 +118,21 @@ def run(args) -> dict:
   env_tasks = jax.jit(jax.vmap(meta_env.sample))(jax.random.split(env_key, len(all_ids)))
   tuners = {"random": random_search(space), "quasi_random": quasi_random(space),
             "gp_bo": gp_bo(space, history_size=32)}
+  # pylint: disable=protected-access
+  real_env, twins, regrets_of = se._yahpo_real, se._twins, se._regrets
+  # pylint: enable=protected-access
   envs = {
-      "real, all tasks": (se._yahpo_real(family, all_ids), len(all_ids)),  # pylint: disable=protected-access
+      "real, all tasks": (real_env(family, all_ids), len(all_ids)),
       "surrogate env on meta-train contexts (what RL trains in)": (
           (meta_env.clean, meta_env.evaluate, env_tasks), len(all_ids)),
       "surrogate twins of the held-out tasks": (
-          se._twins(space, surrogate, table.select(held_ids), env_cfg, twin_key),  # pylint: disable=protected-access
+          twins(space, surrogate, table.select(held_ids), env_cfg, twin_key),
           len(held_ids)),
   }
   regrets, seconds = {}, {}
   for name, (env, num) in envs.items():
-    out, sec = se._regrets({name: env}, tuners, space, num, args.seeds, args.trials,  # pylint: disable=protected-access
-                           args.seed, "fidelity")
+    out, sec = regrets_of({name: env}, tuners, space, num, args.seeds, args.trials, args.seed,
+                          "fidelity")
     regrets[name], seconds[name] = out[name], sec[name]
   # The real held-out tasks are a subset of "real, all tasks" (same runs, same keys).
   rows = {t: i for i, t in enumerate(all_ids)}
@@ -197,14 +200,14 @@ def render(res: dict, args, command: str, total: float) -> str:
   resolved = {p: v for p, v in real_res.items() if v}
   agree = all(np.sign(np.mean(regrets[env_name][a].mean(1) - regrets[env_name][b].mean(1)))
               == v for (a, b), v in resolved.items())
+  pairs_text = ", ".join(f"{a} {'<' if v < 0 else '>'} {b}" for (a, b), v in resolved.items())
   lines += [
       "", f"**Acceptance reading** (declared before the run): the RL environment's ranking "
       f"({' < '.join(env_order)}) {'MATCHES' if match else 'DIFFERS from'} the ranking on all "
       f"real tasks ({' < '.join(real_order)}).",
-      f"- Real pairs resolved (beyond 2 SE): "
-      f"{', '.join(f'{a} {chr(60) if v < 0 else chr(62)} {b}' for (a, b), v in resolved.items()) or 'none'}; "
-      f"the environment orders {'every one of them the same way' if agree else 'at least one of them the other way'}"
-      f" ({sum(1 for v in env_res.values() if v)} of {len(PAIRS)} pairs resolved there).",
+      f"- Real pairs resolved (beyond 2 SE): {pairs_text or 'none'}; the environment orders "
+      f"{'every one of them the same way' if agree else 'at least one of them the other way'} "
+      f"({sum(1 for v in env_res.values() if v)} of {len(PAIRS)} pairs resolved there).",
   ]
   for name in regrets:
     if name in ("real, all tasks", env_name):

@@ -370,8 +370,8 @@ def render(runs: list[dict], fid: dict | None, argv: Sequence[str], total: float
     lines += [""] + [f"- Ranking on {n} {'matches' if o == real else 'DIFFERS from'} the real "
                      f"tasks' ({' < '.join(o)} vs {' < '.join(real)})."
                      for n, o in rankings.items() if n != "real held-out tasks"]
-    lines += [f"- {fid['num_tasks']} held-out tasks are too few to resolve the real ranking (see the paired "
-              "differences); `python experiments/env_fidelity.py` "
+    lines += [f"- {fid['num_tasks']} held-out tasks are too few to resolve the real ranking "
+              "(see the paired differences); `python experiments/env_fidelity.py` "
               "(`paper/tables/env_fidelity.md`) ranks the tuners on every real task instead."]
   lines += ["", "Notes:", "",
             "- Training family: 15 tasks in all, so its held-out scores rest on few tasks "

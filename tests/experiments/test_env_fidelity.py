@@ -19,16 +19,17 @@ def _load_script():
 
 
 def test_order_and_resolved_differences():
+  # pylint: disable=protected-access
   exp = _load_script()
   rng = np.random.default_rng(0)
   base = rng.uniform(0.2, 0.4, size=(40, 1)) + rng.normal(0, 0.01, size=(40, 3))
   regrets = {"random": base, "quasi_random": base - 0.002, "gp_bo": base - 0.1}
-  assert exp._order(regrets) == ["gp_bo", "quasi_random", "random"]  # pylint: disable=protected-access
-  resolved = exp._resolved(regrets)  # pylint: disable=protected-access
+  assert exp._order(regrets) == ["gp_bo", "quasi_random", "random"]
+  resolved = exp._resolved(regrets)
   assert resolved[("gp_bo", "random")] == -1 and resolved[("gp_bo", "quasi_random")] == -1
   # quasi_random - random is -0.002 on average but noise of 0.01 per seed: not resolved.
   noisy = {**regrets, "quasi_random": base + rng.normal(0, 0.05, size=(40, 3))}
-  assert exp._resolved(noisy)[("quasi_random", "random")] == 0  # pylint: disable=protected-access
+  assert exp._resolved(noisy)[("quasi_random", "random")] == 0
 
 
 def test_missing_surrogate_is_a_clear_error(tmp_path, capsys):
