@@ -205,9 +205,12 @@ def render(res: dict, args, command: str, total: float) -> str:
       "", f"**Acceptance reading** (declared before the run): the RL environment's ranking "
       f"({' < '.join(env_order)}) {'MATCHES' if match else 'DIFFERS from'} the ranking on all "
       f"real tasks ({' < '.join(real_order)}).",
-      f"- Real pairs resolved (beyond 2 SE): {pairs_text or 'none'}; the environment orders "
-      f"{'every one of them the same way' if agree else 'at least one of them the other way'} "
-      f"({sum(1 for v in env_res.values() if v)} of {len(PAIRS)} pairs resolved there).",
+      f"- Real pairs resolved (beyond 2 SE): " + (
+          f"{pairs_text}; the environment orders "
+          f"{'every one of them the same way' if agree else 'at least one of them the other way'}"
+          if resolved else "none") +
+      f" ({sum(1 for v in env_res.values() if v)} of {len(PAIRS)} pairs resolved in the "
+      f"environment).",
   ]
   for name in regrets:
     if name in ("real, all tasks", env_name):
