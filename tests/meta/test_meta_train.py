@@ -8,7 +8,7 @@ import pytest
 
 from metatune.meta import prior as prior_io
 from metatune.meta.config import meta_config
-from metatune.meta.ppo import MetaTrainConfig
+from metatune.meta.ppo import MetaTrainConfig, MetaTrainer
 from metatune.meta.train import meta_train
 from metatune.space import SpaceError, yamlio
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
@@ -39,6 +39,10 @@ def test_killed_halfway_resume_matches_uninterrupted_run(family, tmp_path):
                        evaluate=False, log=messages.append)
   assert any("resuming" in m and "iteration 2" in m for m in messages)
   assert resumed["policy_hash"] == full["policy_hash"]
+  # The resumed state did not make the iteration compile again (restored arrays are committed
+  # to a device, fresh ones are not, and jit keys its cache on that).
+  step = MetaTrainer.cached(family, config).step
+  assert step._cache_size() == 1  # pylint: disable=protected-access
   _, p_full, _, _ = prior_io.load_prior(tmp_path / "full")
   _, p_cut, _, card = prior_io.load_prior(tmp_path / "cut")
   assert _leaves_equal(p_full, p_cut)
