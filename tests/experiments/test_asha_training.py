@@ -28,9 +28,11 @@ def test_replay_without_pruning_runs_every_trial_to_the_end_in_order():
   assert rep.epochs.tolist() == list(range(1, 10))
   assert rep.best_at(2) == np.inf and rep.best_at(3) == 0.4 and rep.best_at(6) == 0.2
   assert rep.epochs_to(0.2) == 6 and rep.epochs_to(0.1) == 9 and rep.epochs_to(0.05) is None
+  assert [rep.incumbent_at(e) for e in (2, 3, 6, 9)] == [-1, 0, 1, 2]
   # A diverged configuration never becomes the incumbent.
   rep = exp.replay(NopPruner(), curves, np.array([False, True, False]))
   assert rep.best_at(6) == 0.4
+  assert [rep.incumbent_at(e) for e in (6, 9)] == [0, 2]
 
 
 def test_replay_counts_only_the_epochs_asha_runs():
@@ -56,12 +58,15 @@ def test_quick_run_writes_the_table(tmp_path):
   text = out.read_text()
   assert "python experiments/asha_training.py --quick" in text
   assert "| task | pruner | runs | full-budget regret |" in text
+  assert "| pruner | runs | full-budget test regret |" in text
   st = exp.QUICK
   assert len(res["records"]) == len(st.tasks) * len(st.seeds)
   for rec in res["records"]:
     assert rec["full_regret"] >= 0
+    assert rec["full_test_regret"] >= 0
     for p in rec["pruners"].values():
       assert all(v >= 0 for v in p["regret_at"].values())
+      assert p["test_regret"] >= 0
       assert p["fraction_to_match"] is None or 0 < p["fraction_to_match"] <= p["pool_fraction"]
   task_id, epochs, count, diff = res["check"]
   assert count == 0 or diff < 1e-6, (task_id, epochs, count, diff)
