@@ -348,7 +348,7 @@ def summary(records: list[dict], name: str, fraction: float) -> dict[str, Any]:
           "ran_out": sum(r["pruners"][name]["pool_fraction"] < fraction for r in records)}
 
 
-def test_summary(records: list[dict], name: str) -> dict[str, Any]:
+def summary_on_test(records: list[dict], name: str) -> dict[str, Any]:
   """Normalized test regrets of the incumbents (full budget; ``name`` at the budget fraction)."""
   full = [r["full_test_regret"] / r["test_scale"] for r in records]
   at = [r["pruners"][name]["test_regret"] / r["test_scale"] for r in records]
@@ -414,18 +414,6 @@ def render(res: dict[str, Any], command: str) -> str:
       "| share of epochs | " + " | ".join(f"{f:.0%}" for f in sorted(
           res["records"][0]["pruners"]["ASHA"]["regret_at"])) + " |",
       "|---|" + "---:|" * len(res["records"][0]["pruners"]["ASHA"]["regret_at"])]
-  test_lines = [
-      "", f"What reports show: the **test** objective of the configuration each side selected "
-      f"(by validation, as above), normalized like the validation regret by the task's test "
-      f"objectives of all its configurations. A secondary reading, added after the "
-      f"validation verdict above was declared and measured; the verdict stays on that "
-      f"reading.", "",
-      f"| pruner | runs | full-budget test regret | test regret at {pct} | runs no worse | "
-      f"paired difference |", "|---|---:|---:|---:|---:|---:|"]
-  for name in PRUNERS:
-    t = test_summary(res["records"], name)
-    test_lines.append(f"| {name} | {t['num']} | {_ms(t['full'])} | {_ms(t['at'])} | "
-                      f"{t['no_worse']} of {t['num']} | {_ms(t['diff'])} |")
   row_regret, row_out = [], []
   for f in sorted(res["records"][0]["pruners"]["ASHA"]["regret_at"]):
     unfinished = sum(math.isinf(r["pruners"]["ASHA"]["regret_at"][f]) for r in res["records"])
@@ -434,7 +422,18 @@ def render(res: dict[str, Any], command: str) -> str:
     row_out.append(str(summary(res["records"], "ASHA", f)["ran_out"]))
   lines += ["| ASHA regret | " + " | ".join(row_regret) + " |",
             "| runs whose proposals ran out before | " + " | ".join(row_out) + " |"]
-  lines += test_lines
+  lines += [
+      "", f"What reports show: the **test** objective of the configuration each side selected "
+      f"(by validation, as above), normalized like the validation regret by the task's test "
+      f"objectives of all its configurations. A secondary reading, added after the "
+      f"validation verdict above was declared and measured; the verdict stays on that "
+      f"reading.", "",
+      f"| pruner | runs | full-budget test regret | test regret at {pct} | runs no worse | "
+      f"paired difference |", "|---|---:|---:|---:|---:|---:|"]
+  for name in PRUNERS:
+    t = summary_on_test(res["records"], name)
+    lines.append(f"| {name} | {t['num']} | {_ms(t['full'])} | {_ms(t['at'])} | "
+                 f"{t['no_worse']} of {t['num']} | {_ms(t['diff'])} |")
   lines += [
       "", f"Per run (ASHA), raw regret in the task's objective (classification error as a "
       f"fraction, or MSE of standardized targets):", "",
