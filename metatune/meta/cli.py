@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metatune.cli import UsageError, positive_int as _positive
+from metatune.clitools import UsageError, positive_int as _positive
 
 ENV_METHODS = ("task_params", "task_indices", "clean", "evaluate")
 

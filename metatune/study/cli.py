@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from metatune.cli import positive_int
+from metatune.clitools import positive_int
 from metatune.study.errors import StudyError
 
 

@@ -1,0 +1,76 @@
+"""``metatune dataset build`` and ``metatune dataset show`` (registered by `add_commands`)."""
+
+from __future__ import annotations
+
+import time
+
+from metatune.clitools import positive_int
+
+
+def cmd_dataset_build(args) -> int:
+  from metatune.data import builder  # pylint: disable=import-outside-toplevel
+  from metatune.tasks import registry  # pylint: disable=import-outside-toplevel
+  config = registry.load_family_config(args.family)
+  data_dir = args.data_dir or registry.default_data_dir()
+  family = registry.make_family(config, data_dir)
+  t0 = time.perf_counter()
+  summary = builder.build(config, family, args.out, splits=args.split, max_tasks=args.max_tasks,
+                          configs_per_task=args.configs_per_task, progress=not args.no_progress,
+                          data_dir=data_dir)
+  print(f"{config.name}: {summary['tasks']} tasks ({summary['skipped_tasks']} already done), "
+        f"{summary['evaluations']} new evaluations, {summary['failed']} failed, "
+        f"{time.perf_counter() - t0:.1f}s -> {args.out}")
+  return 0
+
+
+def cmd_dataset_show(args) -> int:
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from metatune.data import builder  # pylint: disable=import-outside-toplevel
+  data = builder.load(args.folder)
+  m = data["manifest"]
+  done = sum(1 for t in m["tasks"].values() if t["status"] == "done")
+  print(f"{m['family']['name']} ({m['family_name']}), space {m['space_signature']}, "
+        f"{m['design']['configs_per_task']} configurations per task ({m['design']['kind']}, "
+        f"seed {m['design']['seed']}); {done}/{len(m['tasks'])} tasks done; metatune "
+        f"{m['metatune_version']}, commit {m['git_commit'] or 'unknown'}")
+  print(f"  {'task':<28} {'split':<16} {'best':>10} {'median':>10} {'failed':>7}")
+  for t, arrays in sorted(data["tasks"].items()):
+    obj = np.where(arrays["failed"], np.nan, arrays["objective"])
+    ok = obj[np.isfinite(obj)]
+    best = f"{ok.min():10.4g}" if ok.size else f"{'-':>10}"
+    med = f"{np.median(ok):10.4g}" if ok.size else f"{'-':>10}"
+    print(f"  {t:<28} {m['tasks'][t]['split']:<16} {best} {med} "
+          f"{int(arrays['failed'].sum()):>7}")
+  return 0
+
+
+def add_commands(sub) -> None:
+  """Registers ``dataset`` on the top-level subparsers."""
+  dataset = sub.add_parser("dataset", help="build and inspect meta-datasets",
+                           description="Build a meta-dataset (a shared space-filling design "
+                           "evaluated on every task of a family) and inspect one.")
+  dsub = dataset.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
+  dsub.required = True
+  build = dsub.add_parser("build", help="evaluate a design on every task of a family",
+                          description="Evaluates the family's space-filling, conditional-aware "
+                          "design on every task and writes an open-format folder with "
+                          "provenance. Resumable: run it again after an interruption and it "
+                          "continues from the last saved chunk.")
+  build.add_argument("family", metavar="FAMILY.yaml", help="family config (configs/families/)")
+  build.add_argument("--out", required=True, help="output folder")
+  build.add_argument("--data-dir", default=None,
+                     help="data folder for families that read real data (default: "
+                     "$METATUNE_DATA_DIR)")
+  build.add_argument("--split", action="append", default=None,
+                     help="only tasks of this split (repeatable): meta_train, meta_valid, "
+                     "heldout_dataset, heldout_model")
+  build.add_argument("--max-tasks", type=positive_int, default=None, help="at most this many tasks")
+  build.add_argument("--configs-per-task", type=positive_int, default=None,
+                     help="override the config's dataset.configs_per_task")
+  build.add_argument("--no-progress", action="store_true", help="no progress bar")
+  build.set_defaults(fn=cmd_dataset_build)
+  show = dsub.add_parser("show", help="summarize a dataset folder",
+                         description="Prints provenance and per-task best/median objective.")
+  show.add_argument("folder", metavar="DIR", help="a folder written by 'dataset build'")
+  show.set_defaults(fn=cmd_dataset_show)
