@@ -1,12 +1,14 @@
 """`Study.optimize`'s loop: keep the executor full, watch budgets and time limits, show progress.
 
-The loop is the study's own (it reads and drives the `Study`'s trial book-keeping);
-it lives here to keep `metatune.study.study` about one idea.
+The loop starts and finishes trials through the study's `lifecycle.Ledger`
+(``study.ledger``) and hands them to an executor; it lives here to keep
+`metatune.study.study` about one idea.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -17,12 +19,11 @@ from metatune.study import plateau
 from metatune.study.errors import StudyError
 
 if TYPE_CHECKING:
+  from metatune.study.lifecycle import Ledger
   from metatune.study.storage import TrialRecord
   from metatune.study.study import Study
 
 STARTUP_LIMIT_S = 300.0  # a trial whose worker has not begun it by then is stopped too
-
-# pylint: disable=protected-access
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +87,8 @@ def _check(study: "Study", num_trials, num_workers, timeout, max_cost, trial_tim
       raise StudyError(f"{label} must be a number > 0, got {v!r}", "optimize")
   if stop_on_plateau and len(study.spec.objectives) > 1:
     raise StudyError("stop_on_plateau needs a single objective", "optimize")
-  if study._running:
-    raise StudyError(f"trials {sorted(study._running)} were asked with ask() and are not told "
+  if study.ledger.running:
+    raise StudyError(f"trials {sorted(study.ledger.running)} were asked with ask() and are not told "
                      "yet; tell them first", "optimize")
 
 
@@ -103,6 +104,7 @@ def run(study: "Study", objective: Callable | str, num_trials: int | None, num_w
   runner = make_executor(executor, objective, num_workers, trial_timeout, memory_limit_mb,
                          ray_address, ray_init)
   study.pruner = pruner
+  ledger = study.ledger
   t0 = time.time()
   submitted: dict[int, float] = {}
   stop = None
@@ -111,49 +113,48 @@ def run(study: "Study", objective: Callable | str, num_trials: int | None, num_w
   finished_before = 0
   try:
     runner.start(study)  # workers start while the tuner compiles and replays
-    study._claim()
-    finished_before = study._num_finished()
+    study.claim()
+    finished_before = ledger.num_finished
     bar = Progress(study, num_trials, progress)
-    study._callbacks = [bar.callback] + list(callbacks)
+    ledger.callbacks = [bar.callback] + [functools.partial(fn, study) for fn in callbacks]
     while True:
       if stop is None:
-        stop, plateau_msg = _stop_reason(study, t0, timeout, max_cost, stop_on_plateau,
+        stop, plateau_msg = _stop_reason(ledger, t0, timeout, max_cost, stop_on_plateau,
                                          plateau_window)
-      room = runner.capacity - len(study._running)
+      room = runner.capacity - len(ledger.running)
       if num_trials is not None:
-        room = min(room, num_trials - study._num_finished() - len(study._running))
+        room = min(room, num_trials - ledger.num_finished - len(ledger.running))
       if stop is None and room > 0:
-        for rec in study._start_trials(room):
+        for rec in ledger.start(room):
           runner.submit({"number": rec.number, "config": rec.config, "seed": rec.seed})
           submitted[rec.number] = time.time()
-      if not study._running:
-        if stop is not None or (num_trials is not None and
-                                study._num_finished() >= num_trials):
+      if not ledger.running:
+        if stop is not None or (num_trials is not None and ledger.num_finished >= num_trials):
           break
         continue
       runner.poll(0.05)
-      study._beat()
+      ledger.beat()
       if trial_timeout:
-        _kill_overdue(study, runner, submitted, trial_timeout)
-      submitted = {n: t for n, t in submitted.items() if n in study._running}
+        _kill_overdue(ledger, runner, submitted, trial_timeout)
+      submitted = {n: t for n, t in submitted.items() if n in ledger.running}
   except BaseException:
-    study._abandon_running()  # asked again by the next run
+    ledger.abandon_running()  # asked again by the next run
     raise
   finally:
     runner.close()
     if bar is not None:
       bar.close()
-    study._callbacks = []
+    ledger.callbacks = []
   c = study.counts()
-  return OptimizeResult(stop or "trials", study._num_finished() - finished_before,
+  return OptimizeResult(stop or "trials", ledger.num_finished - finished_before,
                         c["complete"], c["failed"], c["pruned"], time.time() - t0, plateau_msg)
 
 
-def _kill_overdue(study: "Study", runner: ex.Executor, submitted: Mapping[int, float],
+def _kill_overdue(ledger: "Ledger", runner: ex.Executor, submitted: Mapping[int, float],
                   limit: float):
   """Kills trials past ``limit`` seconds since their objective began (or never began)."""
   now = time.time()
-  for n in [n for n in study._running if n in submitted]:
+  for n in [n for n in ledger.running if n in submitted]:
     began = runner.started.get(n)
     if began is not None and now - began > limit:
       why = f"ran past the per-trial limit of {limit:g} s and was killed"
@@ -162,18 +163,17 @@ def _kill_overdue(study: "Study", runner: ex.Executor, submitted: Mapping[int, f
     else:
       continue
     runner.kill(n)
-    study._finish(n, {"state": "failed", "reason": "timeout", "error": why,
-                      "started": began or submitted[n], "finished": now}, None)
+    ledger.fail(n, "timeout", why, began or submitted[n])
 
 
-def _stop_reason(study: "Study", t0: float, timeout, max_cost, stop_on_plateau, window
+def _stop_reason(ledger: "Ledger", t0: float, timeout, max_cost, stop_on_plateau, window
                  ) -> tuple[str | None, str]:
   if timeout is not None and time.time() - t0 >= timeout:
     return "time", ""
-  if max_cost is not None and study._total_cost >= max_cost:
+  if max_cost is not None and ledger.total_cost >= max_cost:
     return "cost", ""
   if stop_on_plateau:
-    report = plateau.plateau_signal(study._best_curve, window=window)
+    report = plateau.plateau_signal(ledger.best_so_far(), window=window)
     if report.plateaued:
       return "plateau", report.message
   return None, ""
@@ -184,24 +184,27 @@ class Progress:
 
   def __init__(self, study: "Study", total: int | None, enabled: bool):
     self.bar = None
-    self.best = study._best_curve[-1] if study._best_curve else math.inf
+    self.names, self.signs = study.spec.names, study.spec.signs
+    curve = study.ledger.best_so_far()
+    self.best = curve[-1] if curve else math.inf
     if enabled:
       from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-      self.bar = tqdm(total=total, initial=study._num_finished(), desc=study.name,
+      self.bar = tqdm(total=total, initial=study.ledger.num_finished, desc=study.name,
                       unit="trial", file=sys.stderr, dynamic_ncols=True)
-      self._show(study)
+      self._show()
 
-  def _show(self, study: "Study"):
+  def _show(self):
     if math.isfinite(self.best):
-      self.bar.set_postfix_str(f"best {study.spec.names[0]}={study.spec.signs[0] * self.best:.5g}",
+      self.bar.set_postfix_str(f"best {self.names[0]}={self.signs[0] * self.best:.5g}",
                                refresh=False)
 
-  def callback(self, study: "Study", rec: "TrialRecord"):
+  def callback(self, rec: "TrialRecord"):
     if self.bar is None:
       return
-    self.best = study._best_curve[-1]
+    if rec.state == "complete" and all(c <= 0 for c in rec.constraints):
+      self.best = min(self.best, self.signs[0] * rec.objectives[0])
     self.bar.update(1)
-    self._show(study)
+    self._show()
 
   def close(self):
     if self.bar is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import socket
 import time
@@ -25,15 +24,13 @@ import numpy as np
 from metatune.space import Space, io
 from metatune.study import executors as ex
 from metatune.study import optimize as optimize_loop
-from metatune.study import pareto, provenance, tuning, worker
-from metatune.study.optimize import OptimizeResult
+from metatune.study import lifecycle, pareto, provenance, worker
 from metatune.study.errors import StudyError
-from metatune.study.results import Outcome, StudySpec, judge, normalize_objectives
-from metatune.study.storage import TERMINAL, Storage, TrialRecord, decode_point, encode_point
+from metatune.study.optimize import OptimizeResult
+from metatune.study.results import StudySpec, normalize_objectives
+from metatune.study.storage import TERMINAL, Storage, TrialRecord
 
 STALE_AFTER_S = 300.0  # a driver on another host is presumed dead after this long without a beat
-_HEARTBEAT_S = 10.0
-_REPORT_COMMIT_S = 1.0  # intermediate reports are committed at most this long after arriving
 
 
 def _open(storage: str | os.PathLike | Storage, synchronous: str, must_exist: bool
@@ -70,24 +67,11 @@ class Study(worker.Channel):
       raise StudyError(f"the stored space reads back with signature {self.space.signature}, "
                        f"not the stored {row['space_signature']}", source)
     self.session_id = uuid.uuid4().hex
-    self._owns_storage = owns_storage
-    self._trials: dict[int, TrialRecord] = {t.number: t for t in storage.trials(self.study_id)}
-    self._reports: dict[int, dict[float, float]] = storage.reports(self.study_id)
-    self._running: dict[int, TrialRecord] = {}
-    self._queue: list = []
-    self._tuner: tuning.TunerDriver | None = None
-    self._claimed = False
-    self._diverged: set[int] = set()
-    self._last_step: dict[int, float] = {}
-    self._signed_reports: dict[int, dict[float, float]] = {}
-    self._known_envs: set[str] = set()
-    self._driver_env_id: str | None = None
-    self._num_done = 0
-    self._total_cost = 0.0
-    self._best_curve: list[float] = []
-    self._last_beat = 0.0
+    self.ledger = lifecycle.Ledger(storage, self.study_id, self.spec, self.space,
+                                   self.session_id)
     self.pruner = None
-    self._callbacks: list[Callable[["Study", TrialRecord], None]] = []
+    self._owns_storage = owns_storage
+    self._claimed = False
 
   # ------------------------------------------------------------ construction
   @classmethod
@@ -199,8 +183,15 @@ class Study(worker.Channel):
       return provenance.process_alive(session["pid"], session["pid_start"])
     return time.time() - session["heartbeat"] < STALE_AFTER_S
 
-  def _claim(self):
-    """Becomes the study's driver: stale trials found, queue loaded, tuner state replayed."""
+  def claim(self):
+    """Becomes the study's driver (`ask` and `optimize` do this on first use).
+
+    Trials a dead driver left running become stale (their configurations are
+    asked again), the queue is loaded and the tuner state replayed from the file.
+
+    Raises:
+      StudyError: another live process drives the study.
+    """
     if self._claimed:
       return
     store = self.storage
@@ -213,59 +204,29 @@ class Study(worker.Channel):
                        f"{other['host']}; stop it or wait for it (one driver at a time)",
                        store.path)
     self._claimed = True
-    # Re-read: the file may have changed since it was opened.
-    self._trials = {t.number: t for t in store.trials(self.study_id)}
-    self._reports = store.reports(self.study_id)
-    running = [n for n, t in self._trials.items() if t.state == "running"]
-    if running:
-      stale_before = self._next_number()
-      store.mark_stale(self.study_id, running, stale_before)
-      for n in running:
-        self._trials[n].state, self._trials[n].stale_before = "stale", stale_before
-    self._queue = store.queue(self.study_id)
-    self._signed_reports = {
-        n: {s: self.spec.signs[0] * v for s, v in r.items()} for n, r in self._reports.items()
-        if n in self._trials and self._trials[n].state != "stale"}
-    self._tuner = tuning.TunerDriver(self.space, self.spec.tuner, self.spec.tuner_options,
-                                     self.spec.seed, self.spec.liar)
-    tuning.replay(self._tuner, [self._trials[n] for n in sorted(self._trials)])
-    self._driver_env_id = self._put_env(provenance.environment())
-    store.commit()
-    done = [t for t in self._trials.values() if t.state in TERMINAL]
-    self._num_done = len(done)
-    self._total_cost = sum(t.cost or 0.0 for t in done)
-    self._best_curve = self._compute_best_so_far()
-
-  def _put_env(self, env: Mapping[str, Any]) -> str:
-    env_id = provenance.environment_id(dict(env))
-    if env_id not in self._known_envs:
-      self.storage.put_environment(env_id, dict(env))
-      self._known_envs.add(env_id)
-    return env_id
-
-  def _next_number(self) -> int:
-    return max(self._trials, default=-1) + 1
+    self.ledger.resume()
 
   # ----------------------------------------------------------------- trials
   @property
   def trials(self) -> list[TrialRecord]:
     """Every trial, by number (copies: changing them changes nothing stored)."""
-    return [dataclasses.replace(self._trials[n]) for n in sorted(self._trials)]
+    trials = self.ledger.trials
+    return [dataclasses.replace(trials[n]) for n in sorted(trials)]
 
   @property
   def reports(self) -> dict[int, dict[float, float]]:
     """Intermediate values: trial number -> {step: value} (natural direction)."""
-    return {n: dict(r) for n, r in self._reports.items()}
+    return {n: dict(r) for n, r in self.ledger.reports.items()}
 
   def counts(self) -> dict[str, int]:
     """Trials per state."""
     out = {s: 0 for s in ("complete", "failed", "pruned", "running", "stale")}
-    for t in self._trials.values():
+    for t in self.ledger.trials.values():
       out[t.state] += 1
     return out
 
   def _feasible_complete(self) -> list[TrialRecord]:
-    done = [t for t in self._trials.values() if t.state == "complete"]
+    done = [t for t in self.ledger.trials.values() if t.state == "complete"]
     if not done or not self.spec.constraints:
       return done
     ok = pareto.feasible(np.array([t.constraints for t in done], np.float64))
@@ -297,17 +258,7 @@ class Study(worker.Channel):
 
   def best_so_far(self) -> list[float]:
     """The best minimized first objective after each finished trial, in the order told."""
-    return list(self._best_curve) if self._claimed else self._compute_best_so_far()
-
-  def _compute_best_so_far(self) -> list[float]:
-    told = sorted((t for t in self._trials.values() if t.tell_seq is not None),
-                  key=lambda t: t.tell_seq)
-    out, best = [], math.inf
-    for t in told:
-      if t.state == "complete" and (not t.constraints or all(c <= 0 for c in t.constraints)):
-        best = min(best, self.spec.signs[0] * t.objectives[0])
-      out.append(best)
-    return out
+    return self.ledger.best_so_far()
 
   def to_dataframe(self):
     """The trials as a pandas DataFrame indexed by number (columns: `export.to_records`).
@@ -325,49 +276,7 @@ class Study(worker.Channel):
     Raises:
       SpaceError: the configuration is not valid in the space (nothing is queued).
     """
-    cfg = self.space.validate(config, where or "enqueue(config)")
-    values, active = self.space.encode(cfg)
-    blob = encode_point(values, active)
-    (seq,) = self.storage.enqueue(self.study_id, [(json.dumps(cfg), blob)])
-    if self._claimed:
-      self._queue.append((seq, "user", None, cfg, blob))
-
-  def _new_trial(self, number: int, config: Mapping[str, Any] | None
-                 ) -> tuple[TrialRecord, int | None]:
-    seq = None
-    retry_of = None
-    if config is not None:
-      cfg = self.space.validate(config, "ask(config=...)")
-      values, active = self.space.encode(cfg)
-      source = "user"
-    elif self._queue:
-      seq, source, retry_of, cfg, blob = self._queue.pop(0)
-      values, active = decode_point(blob)
-    else:
-      pending = [(r.values, r.active) for r in self._running.values()]
-      values, active = self._tuner.ask(number, pending)
-      cfg = self.space.decode(values, active)
-      source = "tuner"
-    rec = TrialRecord(number=number, state="running", source=source, config=cfg, values=values,
-                      active=active, seed=tuning.trial_seed(self.spec.seed, number),
-                      told_before=self._tuner.num_tells, session_id=self.session_id,
-                      space_signature=self.space.signature, started=time.time(),
-                      retry_of=retry_of, prior_hash=self.spec.prior_hash)
-    return rec, seq
-
-  def _start_trials(self, num: int) -> list[TrialRecord]:
-    """Asks ``num`` trials (each seeing the ones before as pending) and commits them at once."""
-    recs, seqs = [], []
-    start = self._next_number()
-    for i in range(num):
-      rec, seq = self._new_trial(start + i, None)
-      self._trials[rec.number] = rec
-      self._running[rec.number] = rec
-      recs.append(rec)
-      if seq is not None:
-        seqs.append(seq)
-    self.storage.insert_trials(self.study_id, recs, seqs)
-    return recs
+    self.ledger.enqueue(config, where)
 
   def ask(self, config: Mapping[str, Any] | None = None) -> worker.Trial:
     """Starts a trial: the next queued configuration, ``config``, or the tuner's proposal.
@@ -383,11 +292,8 @@ class Study(worker.Channel):
       SpaceError: ``config`` is not valid in the space (nothing is stored).
       StudyError: another live process drives the study.
     """
-    self._claim()
-    rec, seq = self._new_trial(self._next_number(), config)
-    self._trials[rec.number] = rec
-    self._running[rec.number] = rec
-    self.storage.insert_trials(self.study_id, [rec], [] if seq is None else [seq])
+    self.claim()
+    (rec,) = self.ledger.start(1, config)
     return worker.Trial(rec.number, rec.config, rec.seed, self)
 
   def tell(self, trial: worker.Trial | int, value: Any = None, *, state: str = "complete",
@@ -408,8 +314,9 @@ class Study(worker.Channel):
       StudyError: the trial is not running in this session, or a bad ``state``/``value``.
     """
     number = trial.number if isinstance(trial, worker.Trial) else int(trial)
-    if number not in self._running:
-      known = self._trials.get(number)
+    running = self.ledger.running
+    if number not in running:
+      known = self.ledger.trials.get(number)
       raise StudyError(f"trial {number} is not running in this session" +
                        (f" (it is {known.state})" if known else " (no such trial)"), "tell")
     if state not in TERMINAL:
@@ -421,8 +328,8 @@ class Study(worker.Channel):
     now = time.time()
     result = {"state": state, "value": plain, "reason": reason or
               (None if state != "failed" else "exception"), "error": error,
-              "started": self._running[number].started, "finished": now}
-    return self._finish(number, result, None)
+              "started": running[number].started, "finished": now}
+    return self.ledger.finish(number, result, None)
 
   # ------------------------------------------------- the executor's handlers
   def report(self, number: int, step: float, value: float) -> None:
@@ -432,87 +339,14 @@ class Study(worker.Channel):
     return self.on_should_prune(number)
 
   def on_report(self, number: int, step: float, value: float) -> None:
-    if number not in self._running:
-      return  # a late message from a trial already stopped
-    self._reports.setdefault(number, {})[step] = value
-    signed = self.spec.signs[0] * value
-    self._signed_reports.setdefault(number, {})[step] = signed
-    self._last_step[number] = step
-    self.storage.add_reports(self.study_id, number, [(step, value)])
-    self.storage.commit_if_older(_REPORT_COMMIT_S)
-    t = self.spec.divergence_threshold
-    if not math.isfinite(value) or (t is not None and signed > t):
-      self._diverged.add(number)
+    self.ledger.report(number, step, value)
 
   def on_should_prune(self, number: int) -> bool:
-    if number in self._diverged:
-      return True
-    if self.pruner is None or number not in self._last_step:
-      return False
-    if getattr(self.pruner, "needs_points", False):  # e.g. CurveStop: configurations too
-      points = {n: (self._trials[n].values, self._trials[n].active)
-                for n in self._signed_reports if n in self._trials}
-      return bool(self.pruner.should_prune(number, self._last_step[number],
-                                           self._signed_reports, points=points))
-    return bool(self.pruner.should_prune(number, self._last_step[number], self._signed_reports))
+    return self.ledger.should_prune(number, self.pruner)
 
   def on_result(self, result: dict[str, Any], env: Mapping[str, Any] | None) -> None:
-    if result["number"] in self._running:
-      self._finish(result["number"], result, env)
-
-  def _finish(self, number: int, result: Mapping[str, Any], env: Mapping[str, Any] | None
-              ) -> TrialRecord:
-    rec = self._running.pop(number)
-    last = self._last_step.pop(number, None)
-    last_value = None if last is None else self._reports[number][last]
-    out: Outcome = judge(self.spec, result, number in self._diverged, last_value)
-    self._diverged.discard(number)
-    rec.state, rec.reason, rec.error = out.state, out.reason, out.error
-    rec.objectives, rec.constraints, rec.attrs = out.objectives, out.constraints, out.attrs
-    rec.finished = float(result.get("finished") or time.time())
-    duration = rec.finished - float(result.get("started") or rec.started)
-    rec.cost = out.cost if out.cost is not None else duration
-    rec.env_id = self._driver_env_id if env is None else self._put_env(env)
-    if out.state == "complete" and all(c <= 0 for c in out.constraints):
-      rec.tuner_value = self.spec.scalar(out.objectives)
-    elif out.state == "pruned" and last_value is not None and math.isfinite(last_value):
-      rec.tuner_value = self.spec.signs[0] * last_value
-    else:
-      rec.tuner_value = None
-    rec.tell_seq = self._tuner.num_tells
-    self._tuner.tell(number, rec.values, rec.active, rec.tuner_value)
-    self._beat(commit=False)
-    self.storage.finish_trial(self.study_id, rec)  # committed: it survives a crash from here
-    self._num_done += 1
-    self._total_cost += rec.cost
-    best = self._best_curve[-1] if self._best_curve else math.inf
-    if rec.state == "complete" and all(c <= 0 for c in rec.constraints):
-      best = min(best, self.spec.signs[0] * rec.objectives[0])
-    self._best_curve.append(best)
-    for fn in self._callbacks:
-      fn(self, rec)
-    return dataclasses.replace(rec)
-
-  def _beat(self, commit: bool = True):
-    """Marks this driver alive now and then (for drivers on other hosts to see)."""
-    now = time.time()
-    if now - self._last_beat > _HEARTBEAT_S:
-      self.storage.heartbeat(self.session_id)
-      self._last_beat = now
-    if commit:
-      self.storage.commit_if_older(_REPORT_COMMIT_S)
-
-  def _abandon_running(self):
-    """Marks this session's running trials stale now, so the next run asks them again."""
-    if not self._running:
-      return
-    numbers = sorted(self._running)
-    stale_before = self._next_number()
-    self.storage.mark_stale(self.study_id, numbers, stale_before)
-    for n in numbers:
-      self._trials[n].state, self._trials[n].stale_before = "stale", stale_before
-    self._running.clear()
-    self._queue = self.storage.queue(self.study_id)
+    if result["number"] in self.ledger.running:
+      self.ledger.finish(result["number"], result, env)
 
   # ---------------------------------------------------------------- optimize
   def optimize(self, objective: Callable | str, num_trials: int | None = None,
@@ -559,15 +393,9 @@ class Study(worker.Channel):
                              max_cost, trial_timeout, memory_limit_mb, pruner, stop_on_plateau,
                              plateau_window, progress, ray_address, ray_init, callbacks)
 
-  def _num_finished(self) -> int:
-    if self._claimed:
-      return self._num_done
-    return sum(1 for t in self._trials.values() if t.state in TERMINAL)
-
 
 def _prior_hash(options: dict) -> str:
   """The policy hash on the card of the prior folder ``options["path"]``."""
-  import json  # pylint: disable=import-outside-toplevel
   import pathlib  # pylint: disable=import-outside-toplevel
   path = options.get("path")
   card = pathlib.Path(str(path)) / "card.json"

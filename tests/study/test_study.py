@@ -70,13 +70,13 @@ def test_resume_continues_exactly_like_an_uninterrupted_study(tuner, space_file,
   with Study.create(space_file, tmp_path / "a.db", "s", tuner=tuner, seed=1) as straight:
     straight.optimize(objectives.quadratic, num_trials=14, executor="inline", progress=False)
     want = [t.config for t in straight.trials]
-    want_state = straight._tuner.state  # pylint: disable=protected-access
+    want_state = straight.ledger.tuner.state
   with Study.create(space_file, tmp_path / "b.db", "s", tuner=tuner, seed=1) as first:
     first.optimize(objectives.quadratic, num_trials=8, executor="inline", progress=False)
   with Study.load(tmp_path / "b.db") as resumed:
     resumed.optimize(objectives.quadratic, num_trials=14, executor="inline", progress=False)
     assert [t.config for t in resumed.trials] == want
-    assert tuning.same_state(resumed._tuner.state, want_state)  # pylint: disable=protected-access
+    assert tuning.same_state(resumed.ledger.tuner.state, want_state)
 
 
 def test_replayed_state_matches_live_state_with_out_of_order_tells(space_file, tmp_path):
@@ -87,10 +87,10 @@ def test_replayed_state_matches_live_state_with_out_of_order_tells(space_file, t
     trials += [study.ask(), study.ask()]
     for t in (trials[5], trials[1], trials[3], trials[4]):
       study.tell(t, 2.0)
-    live = study._tuner.state  # pylint: disable=protected-access
+    live = study.ledger.tuner.state
   with Study.load(tmp_path / "s.db") as again:
-    again._claim()  # pylint: disable=protected-access
-    assert tuning.same_state(again._tuner.state, live)  # pylint: disable=protected-access
+    again.claim()
+    assert tuning.same_state(again.ledger.tuner.state, live)
     driver = tuning.TunerDriver(again.space, "quasi_random", {}, 0)
     assert tuning.replay(driver, again.trials, check=True) == []
 
@@ -108,8 +108,8 @@ def test_gp_bo_pending_trials_get_a_constant_liar_and_replay_exactly(space_file,
     assert len({json.dumps(t.config, sort_keys=True) for t in batch}) == 3
     for t in batch:
       study.tell(t, objectives.quadratic(t))
-    live = study._tuner.state  # pylint: disable=protected-access
-    assert study._tuner.liar  # pylint: disable=protected-access
+    live = study.ledger.tuner.state
+    assert study.ledger.tuner.liar
   with Study.load(tmp_path / "s.db") as again:
     driver = tuning.TunerDriver(again.space, "gp_bo", opts, 2)
     assert tuning.replay(driver, again.trials, check=True) == []
