@@ -135,6 +135,25 @@ class Outcome:
   attrs: dict[str, Any] | None = None
 
 
+def _is_number(v: Any) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)  # True is not a loss of 1
+
+
+def expected_return(spec: StudySpec) -> str:
+  """What an objective of this study must return, in words (for invalid_return messages).
+
+  Example:
+    >>> expected_return(StudySpec())
+    "expected a number (int or float, not bool or str) or a dict with a number under 'objective'"
+  """
+  names = spec.names + list(spec.constraints)
+  if len(names) == 1:
+    return ("expected a number (int or float, not bool or str) or a dict with a number under "
+            f"{names[0]!r}")
+  return (f"expected a dict with a number (int or float, not bool or str) under each of "
+          f"{names}")
+
+
 def judge(spec: StudySpec, result: Mapping[str, Any], diverged: bool,
           last_value: float | None) -> Outcome:
   """Turns a worker's result into an `Outcome`: parses the value, finds failures.
@@ -159,26 +178,32 @@ def judge(spec: StudySpec, result: Mapping[str, Any], diverged: bool,
     objs = None
     if last_value is not None:  # keep how far it got
       objs = [float(last_value)] + [math.nan] * (n - 1)
-    return Outcome("failed", result.get("reason") or "exception", result.get("error"), objs)
+    reason = result.get("reason") or "exception"
+    error = result.get("error")
+    if reason == "invalid_return":  # the worker said what came; the study knows what it wanted
+      error = f"{error}; {expected_return(spec)}"
+    return Outcome("failed", reason, error, objs)
   value = result["value"]
   attrs: dict[str, Any] = {}
   cost = None
   if isinstance(value, Mapping):
-    missing = [k for k in spec.names + list(spec.constraints) if k not in value]
+    declared = spec.names + list(spec.constraints)
+    missing = [k for k in declared if k not in value]
     if missing:
-      return Outcome("failed", "invalid_return",
-                     f"the returned dict lacks {missing} (it has {sorted(value)})")
-    bad = [k for k in spec.names + list(spec.constraints) + ["cost"]
-           if k in value and not isinstance(value[k], (int, float))]
+      return Outcome("failed", "invalid_return", f"the returned dict lacks {missing} (it has "
+                     f"{sorted(value)}); {expected_return(spec)}")
+    bad = [f"{k!r} is {type(value[k]).__name__} {value[k]!r}" for k in declared + ["cost"]
+           if k in value and not _is_number(value[k])]
     if bad:
-      return Outcome("failed", "invalid_return", f"the returned {bad} must be numbers")
+      return Outcome("failed", "invalid_return", f"in the returned dict {', '.join(bad)}; "
+                     f"{expected_return(spec)}")
     objs = [float(value[k]) for k in spec.names]
     cons = [float(value[k]) for k in spec.constraints]
     if "cost" in value and math.isfinite(value["cost"]):
       cost = float(value["cost"])
     attrs = {k: v for k, v in value.items()
              if k not in spec.names and k not in spec.constraints and k != "cost"}
-  elif isinstance(value, (int, float)):
+  elif _is_number(value):
     if n > 1 or spec.constraints:
       return Outcome("failed", "invalid_return",
                      f"returned one number, but the study has objectives {spec.names} and "
@@ -186,7 +211,7 @@ def judge(spec: StudySpec, result: Mapping[str, Any], diverged: bool,
     objs, cons = [float(value)], []
   else:
     return Outcome("failed", "invalid_return",
-                   f"returned {type(value).__name__}; expected a number or a dict")
+                   f"returned {type(value).__name__}; {expected_return(spec)}")
   out = Outcome("complete", objectives=objs, constraints=cons, cost=cost, attrs=attrs or None)
   bad = [v for v in objs + cons if not math.isfinite(v)]
   if bad:

@@ -76,10 +76,10 @@ class Trial:
       StudyError: ``step`` or ``value`` is not a number.
     """
     try:
-      step_f, value_f = float(step), float(value)
-    except (TypeError, ValueError):
-      raise StudyError(f"report(step, value) needs two numbers, got step={step!r}, "
-                       f"value={value!r}", f"trial {self.number}") from None
+      step_f, value_f = _number(step, "step"), _number(value, "value")
+    except TypeError:
+      raise StudyError(f"report(step, value) needs two numbers, got step={describe(step)}, "
+                       f"value={describe(value)}", f"trial {self.number}") from None
     if not math.isfinite(step_f):
       raise StudyError(f"report step must be finite, got {step!r}", f"trial {self.number}")
     self._last_step = step_f
@@ -200,8 +200,12 @@ def unpack_objective(payload: Mapping[str, Any]) -> Callable:
 def plain_value(value: Any, where: str) -> Any:
   """A returned value as JSON-ready data: a float, or a dict of floats (and labels).
 
+  A number is an int, a float or a numeric scalar (numpy, jax); a bool, a string
+  or bytes is not, although Python would convert them.
+
   Raises:
-    TypeError: naming ``where`` when a value is neither a number nor a label.
+    TypeError: naming ``where`` and what it got, when a value is neither a number
+      nor (in a dict) a label.
 
   Example:
     >>> plain_value({"loss": 1, "note": "ok"}, "value")
@@ -212,17 +216,38 @@ def plain_value(value: Any, where: str) -> Any:
     for k, v in value.items():
       if not isinstance(k, str):
         raise TypeError(f"{where}: dict keys must be strings, got {k!r}")
-      out[k] = v if isinstance(v, (str, bool)) or v is None else _number(v, f"{where}[{k!r}]")
+      if v is None or isinstance(v, (str, bool)):
+        out[k] = v
+      elif _is_bool_scalar(v):
+        out[k] = bool(v)  # a numpy or jax bool: a label like a Python bool
+      else:
+        out[k] = _number(v, f"{where}[{k!r}]")
     return out
   return _number(value, where)
 
 
+def describe(value: Any) -> str:
+  """A value's type and a short repr, for messages: ``str '0.5'``."""
+  text = repr(value)
+  return f"{type(value).__name__} {text[:77] + '...' if len(text) > 80 else text}"
+
+
+def _is_bool_scalar(v: Any) -> bool:
+  return getattr(getattr(v, "dtype", None), "kind", None) == "b" and getattr(v, "ndim", 0) == 0
+
+
 def _number(v: Any, where: str) -> float:
+  why = f"{where} is {describe(v)}, not a number"
+  # float() would take these (True -> 1.0, "0.5" -> 0.5): a bug in the objective, not a value.
+  if isinstance(v, (str, bytes, bytearray, bool)) or _is_bool_scalar(v):
+    raise TypeError(why)
+  # Arrays must be scalars of a numeric dtype (bfloat16 and float8 have kind "V").
+  if getattr(v, "ndim", 0) != 0 or getattr(getattr(v, "dtype", None), "kind", "f") in "USOMmc":
+    raise TypeError(why)
   try:
     return float(v)
-  except (TypeError, ValueError):
-    raise TypeError(f"{where} must be a number or a dict of numbers, got "
-                    f"{type(v).__name__} {str(v)[:80]!r}") from None
+  except Exception:  # TypeError, ValueError, or anything a custom __float__ raises
+    raise TypeError(why) from None
 
 
 def run_trial(objective: Callable, spec: Mapping[str, Any], channel: Channel) -> dict[str, Any]:
@@ -242,20 +267,19 @@ def run_trial(objective: Callable, spec: Mapping[str, Any], channel: Channel) ->
                          "reason": None, "error": None, "started": time.time()}
   try:
     raw = objective(trial)
-    out["value"] = plain_value(raw, "the objective's return value")
   except TrialPruned:
     out["state"] = "pruned"
   except Diverged as e:
     out.update(state="failed", reason="diverged", error=str(e) or "Diverged")
   except MemoryError:
     out.update(state="failed", reason="out_of_memory", error=traceback.format_exc())
-  except TypeError as e:
-    if str(e).startswith("the objective's return value"):
-      out.update(state="failed", reason="invalid_return", error=str(e))
-    else:
-      out.update(state="failed", reason="exception", error=traceback.format_exc())
   except (Exception, SystemExit):  # user code: every failure is data
     out.update(state="failed", reason="exception", error=traceback.format_exc())
+  else:
+    try:
+      out["value"] = plain_value(raw, "the returned value")
+    except TypeError as e:
+      out.update(state="failed", reason="invalid_return", error=str(e))
   out["finished"] = time.time()
   return out
 

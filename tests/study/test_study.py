@@ -175,7 +175,7 @@ def test_tell_refuses_unknown_or_finished_trials(space_file, tmp_path):
     with pytest.raises(StudyError, match="no such trial"):
       study.tell(99, 1.0)
     t2 = study.ask()
-    with pytest.raises(StudyError, match="must be a number"):
+    with pytest.raises(StudyError, match="str 'high', not a number"):
       study.tell(t2, "high")
 
 
@@ -252,6 +252,34 @@ def test_wrong_return_shape_is_a_failure_with_reason(space_file, tmp_path):
     for t in study.trials:
       assert t.state == "failed" and t.reason == "invalid_return"
       assert "return a dict" in t.error
+
+
+_NOT_NUMBERS = [("0.5", "str '0.5'"), (True, "bool True"), (np.bool_(False), "False"),
+                (None, "NoneType None"), ([0.5], "list [0.5]"), (b"1", "bytes b'1'"),
+                ({"loss": 0.5}, "lacks ['objective']"), ({"objective": True}, "bool True"),
+                ({"objective": "0.5"}, "str '0.5'")]
+
+
+def test_a_return_that_is_not_a_number_fails_with_what_came_and_what_was_expected(space_file,
+                                                                                  tmp_path):
+  values = [v for v, _ in _NOT_NUMBERS] + [np.float32(0.25), np.array(2.0), 3]
+  with Study.create(space_file, tmp_path / "s.db", "r") as study:
+    study.optimize(lambda t: values[t.number], num_trials=len(values), executor="inline",
+                   progress=False)
+    trials = study.trials
+  for t, (value, said) in zip(trials, _NOT_NUMBERS):
+    assert (t.state, t.reason) == ("failed", "invalid_return"), value
+    assert said in t.error and "expected a number" in t.error and "'objective'" in t.error, t.error
+  assert [t.objectives for t in trials[len(_NOT_NUMBERS):]] == [[0.25], [2.0], [3.0]]
+
+
+def test_tell_refuses_a_value_that_is_not_a_number(space_file, tmp_path):
+  with Study.create(space_file, tmp_path / "s.db", "r") as study:
+    trial = study.ask()
+    for value in ("0.5", True, None, [1.0]):
+      with pytest.raises(StudyError, match="not a number"):
+        study.tell(trial, value)
+    assert study.tell(trial, 0.5).state == "complete"
 
 
 def test_budgets_cost_time_and_plateau(space_file, tmp_path):
