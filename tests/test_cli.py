@@ -125,3 +125,49 @@ def test_demo_small_run(capsys):
     mean, se = r["regret@6"]
     assert 0.0 <= mean < 5.0 and se >= 0.0
   assert report["num_tasks"] == 15 and report["updates"] == 2
+
+
+
+_NO_JAX = """
+import sys
+from metatune import cli
+for argv in [a.split() for a in sys.argv[1:]]:
+  try:
+    code = cli.main(argv)
+  except SystemExit as e:
+    code = e.code
+  heavy = sorted(m for m in ("jax", "flax", "optax", "orbax", "numpy") if m in sys.modules)
+  print("RUN", argv, "CODE", code, "HEAVY", heavy, file=sys.stderr)
+"""
+
+
+def _no_jax_runs(*argvs):
+  """Runs the command lines in one fresh interpreter; one line per run: its argv, code, imports."""
+  run = subprocess.run([sys.executable, "-c", _NO_JAX, *argvs], capture_output=True, text=True,
+                       timeout=300, check=False)
+  return run.stdout, [l for l in run.stderr.splitlines() if l.startswith("RUN")]
+
+
+def test_help_and_argument_errors_do_not_import_jax():
+  # A behaviour test, not a timing: importing jax (seconds on 2 cores) is what made --help slow.
+  # One interpreter for all: each line reports what the runs so far have imported.
+  helps = ["--help", "study list --help", "study show --help", "study export --help",
+           "meta-train --help", "dataset build --help", "surrogate eval --help", "tune --help",
+           "space check --help", "demo --help"]
+  errors = ["demo --updates 0", "space check", "meta-train f.yaml --envs -1"]
+  _, lines = _no_jax_runs(*helps, *errors)
+  assert len(lines) == len(helps) + len(errors), lines
+  for line, argv in zip(lines, helps + errors):
+    assert line.endswith("HEAVY []"), line
+    assert (" CODE 0 " in line) == (argv in helps), line
+
+
+def test_study_list_does_not_import_jax(tmp_path):
+  from metatune.study import Study  # pylint: disable=import-outside-toplevel
+  p = tmp_path / "s.yaml"
+  p.write_text(SPACE)
+  Study.create(str(p), storage=str(tmp_path / "s.db"), name="a").close()
+  out, lines = _no_jax_runs(f"study list {tmp_path / 's.db'}")
+  assert "a: 0 complete, 0 failed, 0 pruned, 0 running, 0 stale" in out
+  assert "jax" not in lines[0] and " CODE 0 " in lines[0], lines
+

@@ -1,5 +1,10 @@
-"""Evaluation: normalized regret of tuners on tasks, one jit(vmap) per tuner."""
+"""Evaluation: normalized regret of tuners on tasks, one jit(vmap) per tuner.
 
-from metatune.evaluation.regret import evaluate_tuners, summary_rows
+Names load on first use (see `metatune._lazy`).
+"""
 
-__all__ = ["evaluate_tuners", "summary_rows"]
+from metatune import _lazy
+
+__getattr__, __dir__, __all__ = _lazy.exports(__name__, {
+    "evaluate_tuners": "regret", "summary_rows": "regret",
+})

@@ -1,8 +1,17 @@
-"""Tree-structured search spaces with conditions and constraints, compiled to a fixed-shape encoding."""
+"""Tree-structured search spaces with conditions and constraints, compiled to a fixed-shape encoding.
 
-from metatune.space.errors import SpaceError
-from metatune.space.expr import ExprError, parse
-from metatune.space.model import Bool, Categorical, Constraint, Float, Int, Ordinal, Param
-from metatune.space.sampling import (feasibility, feature_size, featurize, neighbours, perturb,
-                                     repair, sample)
-from metatune.space.space import Space
+Names load on first use (see `metatune._lazy`): the command line imports
+`metatune.space.errors` without paying for jax.
+"""
+
+from metatune import _lazy
+
+__getattr__, __dir__, __all__ = _lazy.exports(__name__, {
+    "SpaceError": "errors",
+    "ExprError": "expr", "parse": "expr",
+    "Bool": "model", "Categorical": "model", "Constraint": "model", "Float": "model",
+    "Int": "model", "Ordinal": "model", "Param": "model",
+    "feasibility": "sampling", "feature_size": "sampling", "featurize": "sampling",
+    "neighbours": "sampling", "perturb": "sampling", "repair": "sampling", "sample": "sampling",
+    "Space": "space",
+})

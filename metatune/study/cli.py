@@ -193,14 +193,16 @@ def cmd_show(args) -> int:
 
 def cmd_list(args) -> int:
   """Lists the studies in a file with their trial counts."""
+  # Counts from the storage alone: opening a `Study` compiles its space, which imports jax.
   from metatune.study.storage import Storage  # pylint: disable=import-outside-toplevel
-  from metatune.study.study import Study  # pylint: disable=import-outside-toplevel
   try:
     if not os.path.exists(args.storage):
       raise StudyError("no such study file", args.storage)
     with Storage(args.storage) as storage:
       for name in storage.study_names():
-        c = Study.load(storage, name).counts()
+        c = dict.fromkeys(("complete", "failed", "pruned", "running", "stale"), 0)
+        for t in storage.trials(storage.find_study(name)["study_id"]):
+          c[t.state] += 1
         print(f"{name}: {c['complete']} complete, {c['failed']} failed, {c['pruned']} pruned, "
               f"{c['running']} running, {c['stale']} stale")
     return 0

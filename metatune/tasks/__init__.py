@@ -1,6 +1,14 @@
-"""Task families: tasks evaluate batches of encoded configurations."""
+"""Task families: tasks evaluate batches of encoded configurations.
 
-from metatune.tasks.base import (REASON_CODE, REASONS, SPLITS, Fidelity, Metrics, Task,
-                                 TaskFamily, check_metrics, split_lists)
-from metatune.tasks.yahpo import YahpoConfig, YahpoFamily
-from metatune.tasks.synthetic import SyntheticConfig, SyntheticFamily, SyntheticTask, default_space
+Names load on first use (see `metatune._lazy`).
+"""
+
+from metatune import _lazy
+
+__getattr__, __dir__, __all__ = _lazy.exports(__name__, {
+    **dict.fromkeys(["REASON_CODE", "REASONS", "SPLITS", "Fidelity", "Metrics", "Task",
+                     "TaskFamily", "check_metrics", "split_lists"], "base"),
+    **dict.fromkeys(["YahpoConfig", "YahpoFamily"], "yahpo"),
+    **dict.fromkeys(["SyntheticConfig", "SyntheticFamily", "SyntheticTask", "default_space"],
+                    "synthetic"),
+})

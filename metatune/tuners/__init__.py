@@ -1,8 +1,15 @@
-"""Tuners on one functional interface: ``Tuner(init, ask, tell)``, and `run_tuning`."""
+"""Tuners on one functional interface: ``Tuner(init, ask, tell)``, and `run_tuning`.
 
-from metatune.tuners.base import (Evaluation, History, Points, Tuner, history_add, history_init,
-                                  tell_history)
-from metatune.tuners.gp import GPParams, GPPosterior, GPPrior, GPState, gp_bo
-from metatune.tuners.run import Trace, best_so_far, run_tuning
-from metatune.tuners.search import (TUNERS, grid_points, grid_search, halton, quasi_random,
-                                    random_search, shared_dimensions)
+Names load on first use (see `metatune._lazy`).
+"""
+
+from metatune import _lazy
+
+__getattr__, __dir__, __all__ = _lazy.exports(__name__, {
+    **dict.fromkeys(["Evaluation", "History", "Points", "Tuner", "history_add", "history_init",
+                     "tell_history"], "base"),
+    **dict.fromkeys(["GPParams", "GPPosterior", "GPPrior", "GPState", "gp_bo"], "gp"),
+    **dict.fromkeys(["Trace", "best_so_far", "run_tuning"], "run"),
+    **dict.fromkeys(["TUNERS", "grid_points", "grid_search", "halton", "quasi_random",
+                     "random_search", "shared_dimensions"], "search"),
+})
