@@ -21,7 +21,7 @@ _EXPORTS = {
     "TrialPruned": "metatune.study.errors",
     "Diverged": "metatune.study.errors",
     "InlineExecutor": "metatune.study.executors",
-    "ProcessExecutor": "metatune.study.executors",
+    "ProcessExecutor": "metatune.study.processes",
     "RayExecutor": "metatune.study.executors",
     "to_records": "metatune.study.export",
     "to_csv": "metatune.study.export",

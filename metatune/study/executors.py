@@ -3,16 +3,18 @@
 The driver owns the storage and the pruner. An executor starts trials, passes
 the trials' intermediate reports and pruning questions to the driver's
 `Handlers`, hands back each result, and kills a trial that runs past its time.
+Local worker processes live in `metatune.study.processes`.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import io
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -37,7 +39,8 @@ class Handlers(Protocol):
     ...
 
 
-def _crash(number: int, why: str) -> dict[str, Any]:
+def crash_result(number: int, why: str) -> dict[str, Any]:
+  """The result of a trial whose process died under it (reason ``crashed``)."""
   now = time.time()
   return {"number": number, "state": "failed", "value": None, "reason": "crashed", "error": why,
           "started": now, "finished": now}
@@ -46,18 +49,27 @@ def _crash(number: int, why: str) -> dict[str, Any]:
 class Executor:
   """The interface: ``submit`` a trial, ``poll`` for events, ``kill`` one, ``close``.
 
+  A result handed to ``on_result`` may carry ``log`` (the last part of what the
+  trial printed) and ``log_bytes`` (how much it printed in all); the study keeps them.
+
   Attributes:
+    name: recorded with each trial it runs.
     capacity: most trials at once.
     started: trial number -> when its objective began (worker start-up excluded,
       so a per-trial time limit counts the objective only).
   """
 
+  name: str = "custom"
   capacity: int = 1
   supports_timeout: bool = True
 
   def start(self, handlers: Handlers) -> None:
     self.handlers = handlers
     self.started: dict[int, float] = {}
+
+  def free(self, num_running: int) -> int:
+    """How many more trials to submit now, given ``num_running`` submitted and not finished."""
+    return self.capacity - num_running
 
   def submit(self, spec: Mapping[str, Any]) -> None:
     raise NotImplementedError
@@ -66,8 +78,12 @@ class Executor:
     """Waits up to ``timeout`` seconds and dispatches what arrived to the handlers."""
     raise NotImplementedError
 
-  def kill(self, number: int) -> None:
-    """Stops a running trial now; no result will come for it."""
+  def kill(self, number: int) -> dict[str, Any] | None:
+    """Stops a running trial now; no result will come for it.
+
+    Returns:
+      What it printed (``log``, ``log_bytes``), where the executor keeps it, else None.
+    """
     raise NotImplementedError
 
   def close(self) -> None:
@@ -87,23 +103,56 @@ class _DirectChannel(worker.Channel):
     return self.handlers.on_should_prune(number)
 
 
-class InlineExecutor(Executor):
-  """Runs each trial in the driver's own thread, one at a time (no timeouts, no isolation).
+class _TailWriter(io.TextIOBase):
+  """A text stream that keeps the last ``limit`` characters written to it."""
 
-  For objectives that cannot leave the process (they hold a dataset in memory,
-  or are closures without cloudpickle) and for measuring the study's own overhead.
+  def __init__(self, limit: int):
+    super().__init__()
+    self.limit = limit
+    self.parts: list[str] = []
+    self.size = 0
+    self.num_bytes = 0
+
+  def writable(self):
+    return True
+
+  def write(self, text):
+    self.num_bytes += len(text.encode("utf-8", "replace"))
+    self.parts.append(text)
+    self.size += len(text)
+    if self.size > 2 * self.limit:  # trimmed now and then, not on every write
+      kept = "".join(self.parts)[-self.limit:] if self.limit else ""
+      self.parts, self.size = [kept], len(kept)
+    return len(text)
+
+  def text(self) -> str:
+    return "".join(self.parts)[-self.limit:] if self.limit else ""
+
+
+class InlineExecutor(Executor):
+  """Runs each trial in the driver's own thread, one at a time: fast, and not isolated.
+
+  A crash of the objective (a segfault, ``os._exit``, the kernel's OOM killer) is
+  a crash of the driver, and there are no time or memory limits. For objectives
+  that cannot leave the process (they hold a dataset in memory, or are closures
+  that cannot be pickled) and for measuring the study's own overhead. What a
+  trial prints through Python's ``sys.stdout`` and ``sys.stderr`` is kept with it
+  (the last ``log_limit_kb`` KiB); output of C code and child processes is not
+  caught. A study resumed after such a crash asks the configuration again, and
+  fails it as ``crashed`` if the driver dies under it a second time.
 
   Example:
     >>> ex = InlineExecutor(lambda trial: trial.config["x"] ** 2)
   """
 
+  name = "inline"
   supports_timeout = False
 
-  def __init__(self, objective: Callable | str):
+  def __init__(self, objective: Callable | str, log_limit_kb: float = 32.0):
     self.objective = worker.load_objective(objective) if isinstance(objective, str) else objective
     self.capacity = 1
+    self.log_limit = int(log_limit_kb * 1024)
     self._todo: list[Mapping[str, Any]] = []
-    self._env: dict[str, Any] | None = None
 
   def submit(self, spec):
     self._todo.append(spec)
@@ -113,182 +162,26 @@ class InlineExecutor(Executor):
     if not self._todo:
       return
     spec = self._todo.pop(0)
-    result = worker.run_trial(self.objective, spec, _DirectChannel(self.handlers))
-    self.handlers.on_result(result, None)
+    tail = _TailWriter(self.log_limit)
+    stdout, stderr = sys.stdout, sys.stderr
+    # A segfault should at least say where: faulthandler prints the Python stack.
+    tracing = faulthandler.is_enabled()
+    if not tracing:
+      try:
+        faulthandler.enable(file=sys.__stderr__)
+      except (AttributeError, ValueError, io.UnsupportedOperation):
+        tracing = True  # no real stderr to write to: leave it off
+    sys.stdout = sys.stderr = tail
+    try:
+      result = worker.run_trial(self.objective, spec, _DirectChannel(self.handlers))
+    finally:
+      sys.stdout, sys.stderr = stdout, stderr
+      if not tracing:
+        faulthandler.disable()
+    self.handlers.on_result({**result, "log": tail.text(), "log_bytes": tail.num_bytes}, None)
 
   def kill(self, number):
     raise StudyError("inline trials cannot be stopped from outside", "executor")
-
-
-# ------------------------------------------------------------------ processes
-class _Worker:
-
-  def __init__(self, ctx, payload, memory_limit_mb):
-    parent, child = ctx.Pipe(duplex=True)
-    self.proc = ctx.Process(target=worker.process_main,
-                            args=(child, payload, memory_limit_mb, os.getpid()), daemon=True,
-                            name="metatune-worker")
-    self.proc.start()
-    child.close()
-    self.conn = parent
-    self.channel = worker.PipeChannel(parent)
-    self.number: int | None = None
-    self.env: dict[str, Any] | None = None
-    self.dead = False
-
-  def kill(self):
-    if self.proc.is_alive():
-      try:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-      except (ProcessLookupError, PermissionError):
-        self.proc.kill()
-    self.proc.join(5)
-    self.conn.close()
-    self.dead = True
-
-
-class ProcessExecutor(Executor):
-  """A pool of local worker processes; each runs one trial at a time.
-
-  Workers start with the ``spawn`` method (a clean interpreter: safe with jax in
-  the driver), in their own process group, and die with the driver. A trial past
-  its time is stopped by killing its worker's process group; a new worker takes
-  its place.
-
-  Args:
-    objective: a callable (sent with cloudpickle or pickle) or ``"module:function"``.
-    num_workers: most trials at once.
-    memory_limit_mb: address-space cap of each worker (``RLIMIT_AS``); an
-      allocation past it raises MemoryError, recorded as ``out_of_memory``.
-    start_method: a `multiprocessing` start method (``spawn`` or ``forkserver``).
-
-  Raises:
-    StudyError: the objective cannot be sent to a worker, or a bad setting.
-
-  Example:
-    >>> study.optimize(objective, 20, executor=ProcessExecutor(objective, 4))  # doctest: +SKIP
-  """
-
-  def __init__(self, objective: Callable | str, num_workers: int = 1,
-               memory_limit_mb: float | None = None, start_method: str = "spawn"):
-    if num_workers < 1:
-      raise StudyError(f"num_workers must be >= 1, got {num_workers}", "executor")
-    if memory_limit_mb is not None and memory_limit_mb <= 0:
-      raise StudyError(f"memory limit must be > 0 MB, got {memory_limit_mb}", "executor")
-    self.payload = worker.pack_objective(objective)
-    self.capacity = num_workers
-    self.memory_limit_mb = memory_limit_mb
-    self.ctx = multiprocessing.get_context(start_method)
-    self.workers: list[_Worker] = []
-    self._startup_deaths = 0
-    self._greeted = False
-
-  def start(self, handlers):
-    super().start(handlers)
-    while len(self.workers) < self.capacity:  # start-up overlaps: the pool is warm at once
-      self.workers.append(_Worker(self.ctx, self.payload, self.memory_limit_mb))
-
-  def submit(self, spec):
-    idle = [w for w in self.workers if w.number is None and not w.dead]
-    if idle:
-      w = idle[0]
-    elif len(self.workers) < self.capacity:
-      w = _Worker(self.ctx, self.payload, self.memory_limit_mb)
-      self.workers.append(w)
-    else:
-      raise StudyError("all workers are busy", "executor")
-    w.number = spec["number"]
-    try:
-      w.channel.send({"op": "run", **spec})
-    except (BrokenPipeError, OSError):
-      self._died(w)
-
-  def _died(self, w: _Worker):
-    number = w.number
-    w.proc.join(5)
-    code = w.proc.exitcode
-    if not w.dead:
-      w.conn.close()
-      w.dead = True
-    self.workers.remove(w)
-    if w.env is None:  # it died before saying hello
-      self._startup_deaths += 1
-      if self._startup_deaths >= 3 and not self._greeted:
-        raise StudyError(f"worker processes die while starting (exit code {code}); their "
-                         "error is printed above. A script that runs a study must start it "
-                         "under `if __name__ == '__main__':`", "executor")
-    if number is not None:
-      self.started.pop(number, None)
-      if code is not None and code < 0:
-        why = f"the worker process was killed by signal {-code} ({signal.Signals(-code).name})"
-        if self.memory_limit_mb and -code == signal.SIGKILL:
-          why += "; the system may have run out of memory"
-      else:
-        why = f"the worker process exited with code {code}"
-      if w.env is None:
-        why += " before it started the trial (see its error above)"
-      self.handlers.on_result(_crash(number, why), w.env)
-
-  def _handle(self, w: _Worker, msg: dict[str, Any]):
-    op = msg["op"]
-    if op == "report":
-      self.handlers.on_report(msg["number"], msg["step"], msg["value"])
-    elif op == "should_prune":
-      w.channel.send({"op": "prune", "answer": bool(self.handlers.on_should_prune(msg["number"]))})
-    elif op == "started":
-      self.started[msg["number"]] = time.time()
-    elif op == "result":
-      w.number = None
-      self.started.pop(msg["number"], None)
-      self.handlers.on_result(msg, w.env)
-    elif op == "hello":
-      w.env = msg["env"]
-      self._greeted = True
-    elif op == "broken":
-      raise StudyError(f"a worker process cannot load it: {msg['error']}", "objective")
-
-  def poll(self, timeout):
-    if not self.workers:
-      time.sleep(min(timeout, 0.01))
-      return
-    by_conn = {w.conn: w for w in self.workers}
-    by_sentinel = {w.proc.sentinel: w for w in self.workers}
-    ready = multiprocessing.connection.wait(list(by_conn) + list(by_sentinel), timeout)
-    for obj in ready:
-      w = by_conn.get(obj)
-      if w is None or w.dead:
-        continue
-      try:
-        while w.conn.poll():
-          self._handle(w, json.loads(w.conn.recv_bytes()))
-      except (EOFError, OSError):
-        pass  # the process is gone; its sentinel says so below
-    for obj in ready:
-      w = by_sentinel.get(obj)
-      if w is not None and w in self.workers:
-        self._died(w)
-
-  def kill(self, number):
-    self.started.pop(number, None)
-    for w in self.workers:
-      if w.number == number:
-        w.kill()
-        self.workers.remove(w)
-        return
-
-  def close(self):
-    for w in self.workers:
-      try:
-        if w.number is None and w.proc.is_alive():
-          w.channel.send({"op": "stop"})
-      except OSError:
-        pass
-    deadline = time.time() + 2.0
-    for w in self.workers:
-      if w.number is None:
-        w.proc.join(max(0.0, deadline - time.time()))
-      w.kill()
-    self.workers = []
 
 
 # ------------------------------------------------------------------------ Ray
@@ -313,7 +206,11 @@ class RayExecutor(Executor):
   Example:
     >>> study.optimize("train:objective", 100, num_workers=8, executor="ray",
     ...                ray_address="auto")  # doctest: +SKIP
+
+  What tasks print stays in Ray's worker logs (not kept with the trials).
   """
+
+  name = "ray"
 
   def __init__(self, objective: Callable | str, num_workers: int = 1, address: str | None = None,
                memory_limit_mb: float | None = None, init_kwargs: Mapping[str, Any] | None = None):
@@ -410,7 +307,7 @@ class RayExecutor(Executor):
         result = json.loads(self.ray.get(ref))
         env = result.pop("env", None)
       except Exception as e:  # the task's process died (OOM, node lost, cancelled)
-        result, env = _crash(number, f"the Ray task failed: {type(e).__name__}: {e}"), None
+        result, env = crash_result(number, f"the Ray task failed: {type(e).__name__}: {e}"), None
       self.handlers.on_result(result, env)
 
   def kill(self, number):

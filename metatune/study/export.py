@@ -22,7 +22,7 @@ def to_records(study) -> list[dict[str, Any]]:
 
   Columns: ``number``, ``state``, ``reason``, each objective by name (natural
   direction), each constraint, ``feasible``, ``cost``, ``duration``, ``started``,
-  ``finished``, ``seed``, ``source``, ``retry_of``, ``params.<name>`` (empty when
+  ``finished``, ``seed``, ``source``, ``retry_of``, ``executor``, ``params.<name>`` (empty when
   inactive), ``attrs.<name>``, provenance (``space_signature``, ``prior_hash``,
   ``env_id``, ``git_commit``, ``metatune_version``, ``jax_version``, ``host``) and
   ``error``.
@@ -49,7 +49,7 @@ def to_records(study) -> list[dict[str, Any]]:
     row.update({c: v for c, v in zip(cons, cvals)})
     row["feasible"] = (t.state == "complete" and all(v <= 0 for v in (t.constraints or [])))
     row.update(cost=t.cost, duration=t.duration, started=t.started, finished=t.finished,
-               seed=t.seed, source=t.source, retry_of=t.retry_of)
+               seed=t.seed, source=t.source, retry_of=t.retry_of, executor=t.executor)
     row.update({f"params.{p}": t.config.get(p) for p in study.space.names})
     row.update({f"attrs.{k}": (t.attrs or {}).get(k) for k in attr_keys})
     row.update(space_signature=t.space_signature, prior_hash=t.prior_hash, env_id=t.env_id,

@@ -132,6 +132,8 @@ class Ledger:
     store = self.storage
     self.reload()  # the file may have changed since it was opened
     running = [n for n, t in self.trials.items() if t.state == "running"]
+    crashed = [n for n in running if self._crashed_driver_twice(n)]
+    running = [n for n in running if n not in crashed]
     if running:
       stale_before = self.next_number()
       store.mark_stale(self.study_id, running, stale_before)
@@ -151,6 +153,23 @@ class Ledger:
     self._num_done = len(done)
     self._total_cost = sum(t.cost or 0.0 for t in done)
     self._best_curve = self._compute_best_so_far()
+    for n in crashed:  # told to the tuner now, like any result
+      rec = self.trials[n]
+      self.running[n] = rec
+      self.fail(n, "crashed", "the driver process died while this configuration ran inline, "
+                f"twice (trials {rec.retry_of} and {n}): with executor='inline' a crash of the "
+                "objective (a segfault, os._exit, the OOM killer) is a crash of the driver; "
+                "use executor='process' to isolate it", time.time())  # no cost: unknown
+
+  def _crashed_driver_twice(self, number: int) -> bool:
+    """Whether a trial left running ran inline and repeats one that also died with its driver.
+
+    Asking such a configuration a third time would most likely crash the driver again.
+    """
+    rec = self.trials[number]
+    first = self.trials.get(rec.retry_of) if rec.retry_of is not None else None
+    return (rec.executor == "inline" and first is not None and first.state == "stale" and
+            first.executor == "inline")
 
   def put_env(self, env: Mapping[str, Any]) -> str:
     """Stores an environment (versions, commits, host) once; returns its id."""
@@ -174,7 +193,7 @@ class Ledger:
     if self.resumed:
       self._queue.append((seq, "user", None, cfg, blob))
 
-  def _new_trial(self, number: int, config: Mapping[str, Any] | None
+  def _new_trial(self, number: int, config: Mapping[str, Any] | None, executor: str | None
                  ) -> tuple[TrialRecord, int | None]:
     seq = None
     retry_of = None
@@ -194,16 +213,18 @@ class Ledger:
                       active=active, seed=tuning.trial_seed(self.spec.seed, number),
                       told_before=self.tuner.num_tells, session_id=self.session_id,
                       space_signature=self.space.signature, started=time.time(),
-                      retry_of=retry_of, prior_hash=self.spec.prior_hash)
+                      retry_of=retry_of, prior_hash=self.spec.prior_hash, executor=executor)
     return rec, seq
 
-  def start(self, num: int, config: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+  def start(self, num: int, config: Mapping[str, Any] | None = None,
+            executor: str | None = None) -> list[TrialRecord]:
     """Starts ``num`` trials (each sees the ones before as pending) and commits them at once.
 
     Args:
       num: how many.
       config: run this configuration (then ``num`` must be 1) instead of the next
         queued one or the tuner's proposal.
+      executor: the name of what runs them (None: the user, through ask/tell).
 
     Returns:
       The running records (the live objects).
@@ -214,7 +235,7 @@ class Ledger:
     recs, seqs = [], []
     first = self.next_number()
     for i in range(num):
-      rec, seq = self._new_trial(first + i, config)
+      rec, seq = self._new_trial(first + i, config, executor)
       self.trials[rec.number] = rec
       self.running[rec.number] = rec
       recs.append(rec)
@@ -268,7 +289,8 @@ class Ledger:
     Args:
       number: the running trial.
       result: ``state``, ``value``, ``reason``, ``error``, ``started``, ``finished``
-        (see `worker.run_trial`).
+        (see `worker.run_trial`), and optionally what it printed: ``log`` (the
+        last part) and ``log_bytes`` (how much in all).
       env: the environment the trial ran in (None: this driver's).
 
     Returns:
@@ -294,6 +316,8 @@ class Ledger:
     rec.tell_seq = self.tuner.num_tells
     self.tuner.tell(number, rec.values, rec.active, rec.tuner_value)
     self.beat(commit=False)
+    if result.get("log_bytes"):
+      self.storage.put_log(self.study_id, number, result.get("log") or "", result["log_bytes"])
     self.storage.finish_trial(self.study_id, rec)  # committed: it survives a crash from here
     self._num_done += 1
     self._total_cost += rec.cost
@@ -305,12 +329,16 @@ class Ledger:
       fn(rec)
     return dataclasses.replace(rec)
 
-  def fail(self, number: int, reason: str, error: str, started: float | None = None
-           ) -> TrialRecord:
-    """Finishes a running trial as failed for ``reason`` (a timeout, a crash) now."""
+  def fail(self, number: int, reason: str, error: str, started: float | None = None,
+           log: Mapping[str, Any] | None = None) -> TrialRecord:
+    """Finishes a running trial as failed for ``reason`` (a timeout, a crash) now.
+
+    Args:
+      log: what it printed, ``{"log", "log_bytes"}`` (as an executor's ``kill`` gives).
+    """
     now = time.time()
     return self.finish(number, {"state": "failed", "reason": reason, "error": error,
-                                "started": started, "finished": now}, None)
+                                "started": started, "finished": now, **(log or {})}, None)
 
   def abandon_running(self):
     """Marks this driver's running trials stale now, so the next run asks them again."""

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from metatune.study import executors as ex
-from metatune.study import plateau
+from metatune.study import plateau, processes
 from metatune.study.errors import StudyError
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ class OptimizeResult:
 
 def make_executor(executor: str | ex.Executor, objective: Callable | str, num_workers: int,
                   trial_timeout: float | None, memory_limit_mb: float | None,
-                  ray_address: str | None, ray_init: Mapping[str, Any] | None) -> ex.Executor:
+                  ray_address: str | None, ray_init: Mapping[str, Any] | None,
+                  log_limit_kb: float = processes.LOG_LIMIT_KB) -> ex.Executor:
   """An executor by name (``process``, ``ray``, ``inline``), checked against the settings.
 
   Raises:
@@ -60,9 +61,9 @@ def make_executor(executor: str | ex.Executor, objective: Callable | str, num_wo
     if num_workers > 1 or memory_limit_mb:
       raise StudyError("the inline executor runs one trial at a time in this process: no "
                        "num_workers > 1 or memory limit; use executor='process'", "executor")
-    runner = ex.InlineExecutor(objective)
+    runner = ex.InlineExecutor(objective, log_limit_kb)
   elif executor == "process":
-    runner = ex.ProcessExecutor(objective, num_workers, memory_limit_mb)
+    runner = processes.ProcessExecutor(objective, num_workers, memory_limit_mb, log_limit_kb)
   elif executor == "ray":
     runner = ex.RayExecutor(objective, num_workers, ray_address, memory_limit_mb, ray_init)
   else:
@@ -88,8 +89,8 @@ def _check(study: "Study", num_trials, num_workers, timeout, max_cost, trial_tim
   if stop_on_plateau and len(study.spec.objectives) > 1:
     raise StudyError("stop_on_plateau needs a single objective", "optimize")
   if study.ledger.running:
-    raise StudyError(f"trials {sorted(study.ledger.running)} were asked with ask() and are not told "
-                     "yet; tell them first", "optimize")
+    raise StudyError(f"trials {sorted(study.ledger.running)} were asked with ask() and are not "
+                     "told yet; tell them first", "optimize")
 
 
 def run(study: "Study", objective: Callable | str, num_trials: int | None, num_workers: int,
@@ -97,12 +98,15 @@ def run(study: "Study", objective: Callable | str, num_trials: int | None, num_w
         trial_timeout: float | None, memory_limit_mb: float | None, pruner: Any,
         stop_on_plateau: bool, plateau_window: int, progress: bool, ray_address: str | None,
         ray_init: Mapping[str, Any] | None,
-        callbacks: Sequence[Callable[["Study", "TrialRecord"], None]]) -> OptimizeResult:
+        callbacks: Sequence[Callable[["Study", "TrialRecord"], None]],
+        log_limit_kb: float = processes.LOG_LIMIT_KB) -> OptimizeResult:
   """The body of `Study.optimize` (see there for the arguments)."""
   _check(study, num_trials, num_workers, timeout, max_cost, trial_timeout, memory_limit_mb,
          stop_on_plateau)
+  if not (isinstance(log_limit_kb, (int, float)) and log_limit_kb >= 0):
+    raise StudyError(f"log_limit_kb must be a number >= 0, got {log_limit_kb!r}", "optimize")
   runner = make_executor(executor, objective, num_workers, trial_timeout, memory_limit_mb,
-                         ray_address, ray_init)
+                         ray_address, ray_init, log_limit_kb)
   study.pruner = pruner
   ledger = study.ledger
   t0 = time.time()
@@ -121,17 +125,16 @@ def run(study: "Study", objective: Callable | str, num_trials: int | None, num_w
       if stop is None:
         stop, plateau_msg = _stop_reason(ledger, t0, timeout, max_cost, stop_on_plateau,
                                          plateau_window)
-      room = runner.capacity - len(ledger.running)
+      room = runner.free(len(ledger.running))  # a trial is asked when something can run it
       if num_trials is not None:
         room = min(room, num_trials - ledger.num_finished - len(ledger.running))
       if stop is None and room > 0:
-        for rec in ledger.start(room):
+        for rec in ledger.start(room, executor=runner.name):
           runner.submit({"number": rec.number, "config": rec.config, "seed": rec.seed})
           submitted[rec.number] = time.time()
-      if not ledger.running:
-        if stop is not None or (num_trials is not None and ledger.num_finished >= num_trials):
-          break
-        continue
+      if not ledger.running and (stop is not None or (num_trials is not None and
+                                                      ledger.num_finished >= num_trials)):
+        break
       runner.poll(0.05)
       ledger.beat()
       if trial_timeout:
@@ -162,8 +165,8 @@ def _kill_overdue(ledger: "Ledger", runner: ex.Executor, submitted: Mapping[int,
       why = f"its worker did not begin it within {limit + STARTUP_LIMIT_S:g} s"
     else:
       continue
-    runner.kill(n)
-    ledger.fail(n, "timeout", why, began or submitted[n])
+    log = runner.kill(n)
+    ledger.fail(n, "timeout", why, began or submitted[n], log)
 
 
 def _stop_reason(ledger: "Ledger", t0: float, timeout, max_cost, stop_on_plateau, window

@@ -144,10 +144,78 @@ def summary(study) -> dict[str, Any]:
       out["plateau"] = plateau.plateau_signal(curve).message
     except ValueError as e:
       out["plateau"] = f"not judged: {e}"
+  sizes = study.storage.log_sizes(study.study_id)
+  out["output"] = {"num_trials": len(sizes), "num_bytes": int(sum(sizes.values()))}
   envs = study.storage.environments()
   used = sorted({t.env_id for t in trials if t.env_id})
   out["environments"] = {e: envs.get(e, {}) for e in used}
   return out
+
+
+def trial_detail(study, number: int) -> dict[str, Any]:
+  """One trial as `metatune study show --trial` prints it: record, error and output.
+
+  Raises:
+    StudyError: no such trial.
+  """
+  from metatune.study.errors import StudyError  # pylint: disable=import-outside-toplevel
+  by_number = {t.number: t for t in study.trials}
+  if number not in by_number:
+    raise StudyError(f"no trial {number}; the study has trials 0 to {len(by_number) - 1}"
+                     if by_number else "the study has no trials yet", "--trial")
+  t = by_number[number]
+  log = study.log(number)
+  names = study.spec.names
+  return {
+      "number": t.number, "state": t.state, "reason": t.reason, "source": t.source,
+      "retry_of": t.retry_of, "executor": t.executor, "seed": t.seed, "config": t.config,
+      "objectives": None if t.objectives is None else dict(zip(names, t.objectives)),
+      "constraints": (None if t.constraints is None else
+                      dict(zip(study.spec.constraints, t.constraints))),
+      "attrs": t.attrs, "cost": t.cost, "duration": t.duration, "reports": study.reports.get(
+          number, {}), "error": t.error,
+      "output": None if log is None else {"text": log.text, "num_bytes": log.num_bytes}}
+
+
+def _size(num_bytes: int) -> str:
+  for unit in ("bytes", "KiB", "MiB", "GiB"):
+    if num_bytes < 1024 or unit == "GiB":
+      return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
+    num_bytes /= 1024
+  return ""
+
+
+def format_trial(d: dict[str, Any]) -> str:
+  """`trial_detail` as text for a terminal."""
+  state = d["state"] + (f" ({d['reason']})" if d["reason"] else "")
+  more = [f"source {d['source']}" + (f" (retry of trial {d['retry_of']})"
+                                     if d["retry_of"] is not None else ""),
+          f"seed {d['seed']}"]
+  if d["executor"]:
+    more.append(f"executor {d['executor']}")
+  if d["duration"] is not None:
+    more.append(f"{d['duration']:.3g} s")
+  lines = [f"trial {d['number']}: {state}; " + ", ".join(more), f"config: {d['config']}"]
+  if d["objectives"]:
+    lines.append("objectives: " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["objectives"].items()))
+  if d["constraints"]:
+    lines.append("constraints: " + ", ".join(f"{k}={_fmt(v)}"
+                                             for k, v in d["constraints"].items()))
+  if d["attrs"]:
+    lines.append(f"attrs: {d['attrs']}")
+  if d["reports"]:
+    lines.append("reports: " + ", ".join(f"{_fmt(s)}: {_fmt(v)}" for s, v in d["reports"].items()))
+  if d["error"]:
+    lines += ["error:"] + ["  " + ln for ln in d["error"].rstrip().splitlines()]
+  out = d["output"]
+  if out is None:
+    lines.append("output: none kept (it printed nothing, or ran through ask/tell)")
+  else:
+    kept = len(out["text"].encode("utf-8"))
+    head = (f"output ({_size(out['num_bytes'])}):" if kept >= out["num_bytes"] else
+            f"output (the last {_size(kept)} of {_size(out['num_bytes'])}):")
+    lines += [head] + ["  " + ln for ln in out["text"].rstrip("\n").splitlines()]
+  return "\n".join(lines)
 
 
 def _fmt(v: float) -> str:
@@ -203,6 +271,11 @@ def format_summary(s: dict[str, Any]) -> str:
     for name, rows in f["by_param"].items():
       parts = ", ".join(f"{r['group']} {r['failed']}/{r['trials']}" for r in rows)
       lines.append(f"  {name}: {parts}")
+  o = s["output"]
+  if o["num_trials"]:
+    lines.append(f"output: {o['num_trials']} trials printed {_size(o['num_bytes'])} in all; the "
+                 f"last part of each is kept: metatune study show {s['file']} --study "
+                 f"{s['study']} --trial N")
   for env_id, env in s["environments"].items():
     v = env.get("versions", {})
     lines.append(f"environment {env_id}: metatune {v.get('metatune')}, jax {v.get('jax')}, "

@@ -10,8 +10,9 @@ each commit and survives power loss too, at the cost of a disk flush per trial.
 
 Tables: ``studies`` (space document, signature, spec), ``trials`` (one row per
 trial number, its encoded point, result and provenance), ``reports``
-(intermediate values), ``queue`` (configurations waiting to run: enqueued by the
-user, or stale trials asked again), ``sessions`` (the driver processes, to tell
+(intermediate values), ``logs`` (the last part of what each trial printed),
+``queue`` (configurations waiting to run: enqueued by the user, or stale trials
+asked again), ``sessions`` (the driver processes, to tell
 a stale trial from a running one) and ``environments`` (package versions, git
 commits, host; trials point to one).
 """
@@ -24,7 +25,7 @@ import math
 import os
 import sqlite3
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS trials (
   env_id TEXT,
   space_signature TEXT NOT NULL,
   prior_hash TEXT,
+  executor TEXT,
   PRIMARY KEY (study_id, number)
 );
 CREATE TABLE IF NOT EXISTS reports (
@@ -88,6 +90,13 @@ CREATE TABLE IF NOT EXISTS reports (
   step REAL NOT NULL,
   value REAL,
   PRIMARY KEY (study_id, number, step)
+);
+CREATE TABLE IF NOT EXISTS logs (
+  study_id INTEGER NOT NULL,
+  number INTEGER NOT NULL,
+  tail TEXT NOT NULL,
+  num_bytes INTEGER NOT NULL,
+  PRIMARY KEY (study_id, number)
 );
 CREATE TABLE IF NOT EXISTS queue (
   study_id INTEGER NOT NULL,
@@ -130,6 +139,7 @@ class TrialRecord:
     session_id: the driver session that ran it.
     env_id: the environment (versions, commits, host) it ran in.
     space_signature, prior_hash: provenance of the proposal.
+    executor: what ran it (``process``, ``inline``, ``ray``; None: ask/tell).
   """
   number: int
   state: str
@@ -155,10 +165,17 @@ class TrialRecord:
   finished: float | None = None
   env_id: str | None = None
   prior_hash: str | None = None
+  executor: str | None = None
 
   @property
   def duration(self) -> float | None:
     return None if self.finished is None else self.finished - self.started
+
+
+class TrialLog(NamedTuple):
+  """What a trial printed: the last part of its stdout and stderr, and how many bytes in all."""
+  text: str
+  num_bytes: int
 
 
 def encode_point(values: np.ndarray, active: np.ndarray) -> bytes:
@@ -221,6 +238,9 @@ class Storage:
       for statement in _SCHEMA.split(";"):
         if statement.strip():
           self.conn.execute(statement)
+      columns = {r[1] for r in self.conn.execute("PRAGMA table_info(trials)")}
+      if "executor" not in columns:  # a file written before trials recorded their executor
+        self.conn.execute("ALTER TABLE trials ADD COLUMN executor TEXT")
       row = self.conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
       if row is None:
         self.conn.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
@@ -353,11 +373,11 @@ class Storage:
     self._begin()
     self.conn.executemany(
         "INSERT INTO trials (study_id, number, state, source, retry_of, config, encoded, seed, "
-        "told_before, started, session_id, space_signature, prior_hash) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "told_before, started, session_id, space_signature, prior_hash, executor) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         [(study_id, r.number, r.state, r.source, r.retry_of, json.dumps(r.config),
           encode_point(r.values, r.active), r.seed, r.told_before, r.started, r.session_id,
-          r.space_signature, r.prior_hash) for r in records])
+          r.space_signature, r.prior_hash, r.executor) for r in records])
     self.conn.executemany("DELETE FROM queue WHERE study_id=? AND seq=?",
                           [(study_id, s) for s in dequeued])
     if commit:
@@ -397,6 +417,23 @@ class Storage:
     self.commit()
     return seqs
 
+  def put_log(self, study_id: int, number: int, text: str, num_bytes: int):
+    """Keeps what a trial printed (committed with the next commit, e.g. its result's)."""
+    self._begin()
+    self.conn.execute("INSERT OR REPLACE INTO logs VALUES (?,?,?,?)",
+                      (study_id, number, text, int(num_bytes)))
+
+  def log(self, study_id: int, number: int) -> TrialLog | None:
+    """What trial ``number`` printed, or None when it printed nothing (or ran before logs)."""
+    row = self.conn.execute("SELECT tail, num_bytes FROM logs WHERE study_id=? AND number=?",
+                            (study_id, number)).fetchone()
+    return None if row is None else TrialLog(*row)
+
+  def log_sizes(self, study_id: int) -> dict[int, int]:
+    """Trial number -> bytes it printed, for the trials that printed something."""
+    return dict(self.conn.execute("SELECT number, num_bytes FROM logs WHERE study_id=? AND "
+                                  "num_bytes > 0", (study_id,)))
+
   def add_reports(self, study_id: int, number: int, items: Iterable[tuple[float, float]]):
     """Adds intermediate values (committed with the next commit; NaN is stored as NULL)."""
     self._begin()
@@ -408,12 +445,12 @@ class Storage:
     rows = self.conn.execute(
         "SELECT number, state, source, retry_of, config, encoded, seed, told_before, "
         "stale_before, tell_seq, tuner_value, objectives, constraints, reason, error, cost, "
-        "attrs, started, finished, session_id, env_id, space_signature, prior_hash "
+        "attrs, started, finished, session_id, env_id, space_signature, prior_hash, executor "
         "FROM trials WHERE study_id=? ORDER BY number", (study_id,))
     out = []
     for (number, state, source, retry_of, config, blob, seed, told_before, stale_before,
          tell_seq, tuner_value, objectives, constraints, reason, error, cost, attrs, started,
-         finished, session_id, env_id, signature, prior_hash) in rows:
+         finished, session_id, env_id, signature, prior_hash, executor) in rows:
       values, active = decode_point(blob)
       out.append(TrialRecord(
           number=number, state=state, source=source, config=json.loads(config), values=values,
@@ -422,7 +459,7 @@ class Storage:
           stale_before=stale_before, tell_seq=tell_seq, tuner_value=tuner_value,
           objectives=_loads(objectives), constraints=_loads(constraints), reason=reason,
           error=error, cost=cost, attrs=_loads(attrs), finished=finished, env_id=env_id,
-          prior_hash=prior_hash))
+          prior_hash=prior_hash, executor=executor))
     return out
 
   def reports(self, study_id: int) -> dict[int, dict[float, float]]:

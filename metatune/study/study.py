@@ -28,7 +28,7 @@ from metatune.study import lifecycle, pareto, provenance, worker
 from metatune.study.errors import StudyError
 from metatune.study.optimize import OptimizeResult
 from metatune.study.results import StudySpec, normalize_objectives
-from metatune.study.storage import TERMINAL, Storage, TrialRecord
+from metatune.study.storage import TERMINAL, Storage, TrialLog, TrialRecord
 
 STALE_AFTER_S = 300.0  # a driver on another host is presumed dead after this long without a beat
 
@@ -218,6 +218,18 @@ class Study(worker.Channel):
     """Intermediate values: trial number -> {step: value} (natural direction)."""
     return {n: dict(r) for n, r in self.ledger.reports.items()}
 
+  def log(self, number: int) -> TrialLog | None:
+    """What trial ``number`` printed (stdout and stderr): the last part kept, and its size.
+
+    Returns:
+      A `storage.TrialLog` ``(text, num_bytes)``, or None when the trial printed
+      nothing or ran through ask/tell (its output is the caller's).
+
+    Example:
+      >>> print(study.log(12).text)  # doctest: +SKIP
+    """
+    return self.storage.log(self.study_id, number)
+
   def counts(self) -> dict[str, int]:
     """Trials per state."""
     out = {s: 0 for s in ("complete", "failed", "pruned", "running", "stale")}
@@ -356,8 +368,8 @@ class Study(worker.Channel):
                pruner: Any = None, stop_on_plateau: bool = False, plateau_window: int = 20,
                progress: bool = True, ray_address: str | None = None,
                ray_init: Mapping[str, Any] | None = None,
-               callbacks: Sequence[Callable[["Study", TrialRecord], None]] = ()
-               ) -> OptimizeResult:
+               callbacks: Sequence[Callable[["Study", TrialRecord], None]] = (),
+               log_limit_kb: float = 32.0) -> OptimizeResult:
     """Runs the objective on proposals until a budget is spent.
 
     Args:
@@ -367,8 +379,11 @@ class Study(worker.Channel):
         failed or pruned), earlier runs included: the same call after a crash
         finishes the job.
       num_workers: most trials running at once.
-      executor: ``process`` (default: local worker processes), ``ray``, ``inline``
-        (in this thread, one at a time), or an `executors.Executor`.
+      executor: ``process`` (default: local worker processes, each trial isolated),
+        ``ray``, ``inline``, or an `executors.Executor`. ``inline`` runs trials one at
+        a time in this process: the least overhead, no isolation (a crash of the
+        objective is a crash of this process, and the trial is asked again when the
+        study resumes), no per-trial time or memory limit.
       timeout: wall-clock budget of this call in seconds; then no new trial starts
         (running ones finish, within ``trial_timeout``).
       max_cost: budget on the study's total cost (each trial's ``cost`` metric, else
@@ -382,6 +397,9 @@ class Study(worker.Channel):
       progress: show a progress bar with the best value so far.
       ray_address, ray_init: the Ray cluster and ``ray.init`` arguments.
       callbacks: ``fn(study, record)`` after each finished trial is committed.
+      log_limit_kb: what each trial prints is kept with it, the last this many
+        KiB (`log`); nothing reaches this process's stdout. Ray tasks' output
+        stays in Ray's logs.
 
     Returns:
       An `OptimizeResult`.
@@ -391,7 +409,8 @@ class Study(worker.Channel):
     """
     return optimize_loop.run(self, objective, num_trials, num_workers, executor, timeout,
                              max_cost, trial_timeout, memory_limit_mb, pruner, stop_on_plateau,
-                             plateau_window, progress, ray_address, ray_init, callbacks)
+                             plateau_window, progress, ray_address, ray_init, callbacks,
+                             log_limit_kb)
 
 
 def _prior_hash(options: dict) -> str:

@@ -2,7 +2,8 @@
 
 Nothing here imports jax: a worker process loads only what its objective needs.
 Workers talk to the driver with JSON messages over a `multiprocessing`
-connection (a pipe for local processes, a socket for Ray tasks).
+connection (a socket pair for local processes, see `metatune.study.processes`;
+a TCP socket for Ray tasks).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import math
 import os
 import pickle
-import signal
 import sys
 import time
 import traceback
@@ -284,7 +284,7 @@ def run_trial(objective: Callable, spec: Mapping[str, Any], channel: Channel) ->
   return out
 
 
-# ------------------------------------------------------------ a local worker
+# ------------------------------------------------------------------ channels
 class PipeChannel(Channel):
   """A channel over a `multiprocessing` connection, JSON messages."""
 
@@ -306,57 +306,6 @@ class PipeChannel(Channel):
     if msg.get("op") != "prune":
       raise RuntimeError(f"unexpected message from the driver: {msg}")
     return bool(msg["answer"])
-
-
-def _die_with_parent(parent_pid: int):
-  """Asks Linux to SIGKILL this process when its parent dies (a killed driver leaves no orphans)."""
-  try:
-    import ctypes  # pylint: disable=import-outside-toplevel
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-  except (OSError, AttributeError):
-    pass
-  if os.getppid() != parent_pid:  # the parent died before prctl
-    os._exit(1)
-
-
-def limit_memory(memory_limit_mb: float | None):
-  """Caps this process's address space (RLIMIT_AS); allocations past it raise MemoryError."""
-  if memory_limit_mb:
-    import resource  # pylint: disable=import-outside-toplevel
-    limit = int(memory_limit_mb * 2**20)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def process_main(conn, payload: Mapping[str, Any], memory_limit_mb: float | None,
-                 parent_pid: int):
-  """A worker process: runs trials sent by the driver until told to stop."""
-  _die_with_parent(parent_pid)
-  try:
-    os.setpgid(0, 0)  # its own group: a timeout kills the objective's children too
-  except OSError:
-    pass
-  signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-  channel = PipeChannel(conn)
-  from metatune.study import provenance  # pylint: disable=import-outside-toplevel
-  env = provenance.environment()
-  try:
-    objective = unpack_objective(payload)
-  except Exception as e:  # reported, then the driver stops the study
-    channel.send({"op": "broken", "error": f"{type(e).__name__}: {e}"})
-    return
-  limit_memory(memory_limit_mb)
-  channel.send({"op": "hello", "pid": os.getpid(), "env": env})
-  while True:
-    try:
-      msg = channel.recv()
-    except EOFError:
-      return
-    if msg["op"] == "stop":
-      return
-    channel.send({"op": "started", "number": msg["number"], "time": time.time()})
-    result = run_trial(objective, msg, channel)
-    channel.send({"op": "result", **result})
 
 
 # --------------------------------------------------------------- a Ray task

@@ -2,6 +2,8 @@
 
 import math
 import os
+import subprocess
+import sys
 import time
 
 from metatune.study import TrialPruned
@@ -112,3 +114,59 @@ def bad_inline(trial):
   if trial.number % 5 == 3:
     return float("nan")
   return quadratic(trial)
+
+
+def chatty(trial):
+  """Prints about 1 MB to stdout and a little to stderr; odd trials then kill their process."""
+  for i in range(20000):
+    print(f"trial {trial.number} line {i:05d} " + "x" * 32)
+  print(f"stderr of trial {trial.number}", file=sys.stderr)
+  print(f"done {trial.number}")
+  if trial.number % 2:
+    sys.stdout.flush()
+    os._exit(5)
+  return quadratic(trial)
+
+
+def spawner(trial):
+  """Starts a long `sleep` child and leaves it running; reports whether the last one still runs.
+
+  The pid of each child goes to $SPAWN_LOG; the value is 1.0 when the previous trial's child
+  is still alive, else 0.0.
+  """
+  path = os.environ["SPAWN_LOG"]
+  alive = 0.0
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      last = int(f.read().split()[-1])
+    alive = float(pid_alive(last))
+  child = subprocess.Popen(["sleep", "60"])
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(f"{child.pid}\n")
+  return alive
+
+
+def pid_alive(pid):
+  """Whether process ``pid`` exists and is not a zombie."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+  except OSError:
+    return False
+
+
+class DiesWhenLoaded:
+  """An objective whose unpickling ends the worker process (a worker that dies while starting)."""
+
+  def __call__(self, trial):
+    return 0.0
+
+  def __reduce__(self):
+    return (os._exit, (3,))
+
+
+def imported_main(trial):
+  """1.0 when the worker process imported the driver's main module (as multiprocessing's spawn
+  does, as ``__mp_main__``); 0.0 when its main module is its own (``python -c``)."""
+  del trial
+  return float(getattr(sys.modules.get("__mp_main__"), "__file__", None) is not None)

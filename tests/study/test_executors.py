@@ -1,13 +1,15 @@
 """Trials in worker processes and on Ray: failures of every kind are data, the study completes."""
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 import objectives
 from metatune.study import Study, StudyError
-from metatune.study.executors import ProcessExecutor
+from metatune.study.processes import ProcessExecutor
 
 
 @pytest.fixture
@@ -123,3 +125,98 @@ def test_ray_executor_runs_a_study(space_file, tmp_path):
       assert len(study.reports[17]) == 9  # reports crossed the socket
   finally:
     ray.shutdown()
+
+
+def test_inline_trials_output_is_kept_with_the_trial(space_file, tmp_path, capsys):
+  def objective(trial):
+    print("hello from", trial.number)
+    print("x" * 5000, file=sys.stderr)
+    return 1.0
+
+  with Study.create(space_file, tmp_path / "s.db", "i") as study:
+    study.optimize(objective, num_trials=1, executor="inline", progress=False,
+                   log_limit_kb=1)
+    out, err = capsys.readouterr()
+    assert "hello" not in out + err
+    log = study.log(0)
+    assert log.num_bytes == len("hello from 0\n") + 5001 and log.text == "x" * 1023 + "\n"
+
+
+def test_worker_output_is_captured_bounded_and_kept_with_the_trial(space_file, tmp_path, capfd):
+  with Study.create(space_file, tmp_path / "s.db", "o") as study:
+    study.optimize(objectives.chatty, num_trials=2, num_workers=1, progress=False)
+    out, err = capfd.readouterr()
+    assert "line 00000" not in out + err and "done 0" not in out + err  # not on the driver's
+    first, second = study.trials
+    logs = [study.log(0), study.log(1)]
+  assert first.state == "complete" and (second.state, second.reason) == ("failed", "crashed")
+  for n, log in enumerate(logs):
+    assert log.num_bytes > 1_000_000 and len(log.text.encode()) <= 32 * 1024
+    assert log.text.rstrip().endswith(f"done {n}") and f"stderr of trial {n}" in log.text
+    assert "line 19999" in log.text and "line 00000" not in log.text  # the tail is kept
+
+
+def test_children_of_a_trial_end_with_it(space_file, tmp_path, monkeypatch):
+  path = tmp_path / "pids"
+  monkeypatch.setenv("SPAWN_LOG", str(path))
+  with Study.create(space_file, tmp_path / "s.db", "k") as study:
+    study.optimize(objectives.spawner, num_trials=3, num_workers=1, progress=False)
+    # Each trial saw the child of the trial before it gone.
+    assert [t.objectives for t in study.trials] == [[0.0], [0.0], [0.0]]
+  last = int(path.read_text().split()[-1])
+  deadline = time.time() + 5
+  while objectives.pid_alive(last) and time.time() < deadline:
+    time.sleep(0.05)
+  assert not objectives.pid_alive(last)  # nor does the last one outlive the study
+
+
+def test_workers_dying_while_starting_stop_the_study_without_failed_trials(space_file, tmp_path):
+  with Study.create(space_file, tmp_path / "s.db", "w") as study:
+    with pytest.raises(StudyError, match="die while starting.*code 3"):
+      study.optimize(objectives.DiesWhenLoaded(), num_trials=4, num_workers=2, progress=False)
+    assert study.counts()["failed"] == 0 and study.counts()["complete"] == 0
+
+
+def test_workers_do_not_import_the_drivers_main_module(space_file, tmp_path):
+  # Under multiprocessing's spawn they did (as __mp_main__): a script without a main guard
+  # then ran its study again in every worker.
+  with Study.create(space_file, tmp_path / "s.db", "m") as study:
+    study.optimize(objectives.imported_main, num_trials=1, progress=False)
+    assert study.trials[0].objectives == [0.0]
+
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+STUB = """
+import random
+def train_one_epoch(config, seed):  # the user's training, cheaply
+  return (config["x"] - 1.0) ** 2 + random.Random(seed).random()
+"""
+
+
+def _readme_snippet():
+  text = open(README, encoding="utf-8").read()
+  start = text.index("```python\nfrom metatune.study import Study")
+  return text[start + len("```python\n"):text.index("```", start + 10)]
+
+
+@pytest.mark.slow  # two fresh drivers, each importing jax and compiling its tuner: ~1 min
+def test_the_readme_snippet_runs_as_written_and_without_its_main_guard(space_file, tmp_path):
+  snippet = _readme_snippet()
+  guard = 'if __name__ == "__main__":'
+  assert guard in snippet
+  head, body = snippet.split(guard)
+  unguarded = head + "\n".join(line[2:] for line in body.split("\n", 1)[1].splitlines())
+  for name, code in (("guarded", snippet), ("unguarded", unguarded)):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "space.yaml").write_text(open(space_file, encoding="utf-8").read())
+    (folder / "tune_me.py").write_text(code.replace("from metatune.study import Study",
+                                                    "from metatune.study import Study" + STUB))
+    proc = subprocess.run([sys.executable, "tune_me.py"], capture_output=True, text=True,
+                          timeout=600, cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and proc.stdout.startswith("{"), name
+    with Study.load(folder / "runs.db") as study:
+      c = study.counts()
+      assert c["failed"] == c["running"] == c["stale"] == 0, (name, c)
+      assert c["complete"] + c["pruned"] == 200
