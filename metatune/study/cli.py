@@ -8,10 +8,11 @@ Before the main command line registers these, run them as
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from metatune.clitools import positive_int
 from metatune.study.errors import StudyError
@@ -24,6 +25,16 @@ def _positive_float(text: str) -> float:
     raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
   if not v > 0 or v == float("inf"):
     raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+  return v
+
+
+def _nonnegative_float(text: str) -> float:
+  try:
+    v = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+  if not 0 <= v < float("inf"):
+    raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
   return v
 
 
@@ -99,6 +110,37 @@ def _fail(e: Exception) -> int:
   return 2
 
 
+def quiet_when_stdout_closes(fn: Callable[[argparse.Namespace], int]
+                             ) -> Callable[[argparse.Namespace], int]:
+  """Wraps a command so that a reader closing our stdout (``| head``) ends it quietly.
+
+  The command stops at its next write (a study being run is left to resume, like
+  after Ctrl-C) and exits with 141, as a process killed by SIGPIPE does, instead of
+  a BrokenPipeError traceback. SIGPIPE itself stays ignored: the driver's pipes to
+  its workers must not kill it.
+
+  Example:
+    >>> quiet_when_stdout_closes(lambda args: 0)(None)
+    0
+  """
+
+  @functools.wraps(fn)
+  def run(args) -> int:
+    try:
+      code = fn(args)
+      sys.stdout.flush()  # inside the try: a small output is written only now
+      return code
+    except BrokenPipeError:
+      # Python flushes stdout again at exit; point it at /dev/null so that flush succeeds.
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.stdout.fileno())
+      os.close(devnull)
+      return 141
+
+  return run
+
+
+@quiet_when_stdout_closes
 def cmd_tune(args) -> int:
   """Creates or resumes a study and runs it to its budget."""
   os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -142,7 +184,8 @@ def cmd_tune(args) -> int:
           executor=args.executor, timeout=args.time_budget, max_cost=args.max_cost,
           trial_timeout=args.trial_timeout, memory_limit_mb=args.memory_limit, pruner=pruner,
           stop_on_plateau=args.stop_on_plateau, plateau_window=args.plateau_window,
-          progress=not args.no_progress, ray_address=args.address, callbacks=callbacks)
+          progress=not args.no_progress, ray_address=args.address, callbacks=callbacks,
+          log_limit_kb=args.log_limit)
       print(f"stopped ({result.stop_reason}) after {result.num_finished} new trials in "
             f"{result.elapsed:.1f}s: {result.num_complete} complete, {result.num_failed} failed, "
             f"{result.num_pruned} pruned in the study")
@@ -171,11 +214,16 @@ def _load(args):
   return Study.load(args.storage, args.study)
 
 
+@quiet_when_stdout_closes
 def cmd_show(args) -> int:
   """Prints a study's summary and failure report; writes plots on request."""
   from metatune.study import report  # pylint: disable=import-outside-toplevel
   try:
     with _load(args) as study:
+      if args.trial is not None:
+        d = report.trial_detail(study, args.trial)
+        print(json.dumps(d, indent=2, default=str) if args.json else report.format_trial(d))
+        return 0
       s = report.summary(study)
       if args.json:
         print(json.dumps(s, indent=2, default=str))
@@ -191,6 +239,7 @@ def cmd_show(args) -> int:
     raise
 
 
+@quiet_when_stdout_closes
 def cmd_list(args) -> int:
   """Lists the studies in a file with their trial counts."""
   # Counts from the storage alone: opening a `Study` compiles its space, which imports jax.
@@ -212,6 +261,7 @@ def cmd_list(args) -> int:
     raise
 
 
+@quiet_when_stdout_closes
 def cmd_export(args) -> int:
   """Writes a study's trials as CSV or JSON (by the file's extension)."""
   from metatune.study import export  # pylint: disable=import-outside-toplevel
@@ -268,7 +318,12 @@ def add_commands(subparsers) -> None:
                     help="an outcome constraint the objective returns; feasible when <= 0 "
                     "(repeatable)")
   tune.add_argument("--executor", choices=("process", "ray", "inline"), default="process",
-                    help="where trials run (default: local processes)")
+                    help="where trials run: process (default: local worker processes, each "
+                    "trial isolated), ray, or inline (in this process, one at a time: the least "
+                    "overhead but no isolation, since a crash of the objective is a crash of the "
+                    "driver; the trial is asked again when the study resumes, and failed as "
+                    "crashed if it brings the driver down twice; no --trial-timeout or "
+                    "--memory-limit)")
   tune.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
   tune.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
                     help="no new trial after this many seconds")
@@ -309,6 +364,9 @@ def add_commands(subparsers) -> None:
   tune.add_argument("--sync", choices=("normal", "full"), default="normal",
                     help="SQLite durability: normal survives killed processes, full also "
                     "power loss (default normal)")
+  tune.add_argument("--log-limit", type=_nonnegative_float, default=32.0, metavar="KiB",
+                    help="what each trial prints (stdout and stderr) is kept with it, the last "
+                    "this many KiB (default 32); see 'metatune study show FILE --trial N'")
   tune.add_argument("--no-progress", action="store_true", help="no progress bar")
   tune.add_argument("--verbose", action="store_true",
                     help="print a line per finished trial (after it is stored)")
@@ -328,6 +386,9 @@ def add_commands(subparsers) -> None:
                     "several)")
   show.add_argument("--plots", default=None, metavar="DIR", help="also write PNG plots here")
   show.add_argument("--json", action="store_true", help="print the summary as JSON")
+  show.add_argument("--trial", type=int, default=None, metavar="N",
+                    help="print trial N instead: its record, error, reports and the last part "
+                    "of what it printed")
   show.set_defaults(fn=cmd_show)
   lst = ssub.add_parser("list", help="the studies in a file",
                         description="Lists the studies in a file with their trial counts.")

@@ -4,11 +4,14 @@ import argparse
 import csv
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
 import objectives
-from metatune.study import cli
+from metatune.study import Study, cli
 
 HERE = os.path.dirname(os.path.abspath(objectives.__file__))
 OBJ = os.path.join(HERE, "objectives.py")
@@ -75,6 +78,38 @@ def test_tune_show_plots_export_and_resume(space_file, tmp_path, capsys):
   assert tune(space_file, db, "--objective", f"{OBJ}:fails_on_b", "--trials", "16",
               "--seed", "4") == 2
   assert "other settings: seed" in capsys.readouterr().err
+
+
+def test_show_says_where_trial_output_is_and_prints_one_trial(space_file, tmp_path, capsys):
+  db = tmp_path / "o.db"
+  assert tune(space_file, db, "--objective", f"{OBJ}:chatty", "--trials", "2",
+              "--log-limit", "2") == 0
+  capsys.readouterr()
+  assert cli.main(["study", "show", str(db)]) == 0
+  shown = capsys.readouterr().out
+  assert "output: 2 trials printed 2.0 MiB in all" in shown and "--trial N" in shown
+  assert cli.main(["study", "show", str(db), "--trial", "1"]) == 0
+  shown = capsys.readouterr().out
+  assert shown.startswith("trial 1: failed (crashed); source tuner")
+  assert "exited with code 5" in shown and "executor process" in shown
+  assert re.search(r"\noutput \(the last 2\.0 KiB of 10\d\d\.\d KiB\):\n", shown)
+  assert shown.rstrip().endswith("done 1")
+  assert cli.main(["study", "show", str(db), "--trial", "7"]) == 2
+  assert "no trial 7" in capsys.readouterr().err
+
+
+def test_a_closed_stdout_ends_show_and_list_quietly(space_file, tmp_path):
+  db = tmp_path / "p.db"
+  Study.create(space_file, db, "p").close()  # an empty study: show still prints a summary
+  procs = []
+  for argv in (["study", "show", str(db)], ["study", "list", str(db)]):
+    proc = subprocess.Popen([sys.executable, "-m", "metatune.study.cli", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # as `| head` does once it has its lines (here: before any)
+    procs.append((argv, proc))
+  for argv, proc in procs:
+    err = proc.stderr.read()
+    assert (proc.wait(), err) == (141, ""), argv
 
 
 def test_multi_objective_show_prints_front_and_hypervolume(space_file, tmp_path, capsys):
