@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Sequence
 
+# Leaf modules only (no jax): `metatune --help` and argument errors must not pay for it.
 from metatune.clitools import UsageError, positive_int
+from metatune.meta.errors import PriorError
 from metatune.space.errors import SpaceError
 
 
@@ -53,15 +56,26 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+  # metatune's own warnings (a prior used on another space, ...) speak to the user of the
+  # command, not to a developer: one line, without the source line that raised it.
+  if category.__module__.startswith("metatune."):
+    print(f"warning: {message}", file=file or sys.stderr)
+  else:
+    _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    return args.fn(args)
-  except SpaceError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except UsageError as e:
+    with warnings.catch_warnings():
+      warnings.showwarning = _show_warning
+      return args.fn(args)
+  except (SpaceError, UsageError, PriorError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """The command line: --help everywhere, space check/sample, clear errors without tracebacks."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -171,3 +172,47 @@ def test_study_list_does_not_import_jax(tmp_path):
   assert "a: 0 complete, 0 failed, 0 pruned, 0 running, 0 stale" in out
   assert "jax" not in lines[0] and " CODE 0 " in lines[0], lines
 
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _one_line_error(capsys, *phrases):
+  err = capsys.readouterr().err
+  lines = [l for l in err.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1 and "Traceback" not in err, err
+  for phrase in phrases:
+    assert phrase in lines[0], (phrase, lines[0])
+  return lines[0]
+
+
+@pytest.mark.parametrize("how, where, phrase", [
+    ("card_not_json", "card.json", "not valid JSON"),
+    ("policy_deleted", "policy", "no policy here"),
+    ("shapes_differ", "policy", "does not match the card's policy_config"),
+])
+def test_tune_with_a_broken_prior_is_one_line_and_writes_nothing(tmp_path, capsys, how, where,
+                                                                 phrase):
+  import shutil  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from metatune.meta.prior import save_prior  # pylint: disable=import-outside-toplevel
+  from metatune.networks import policy as pol  # pylint: disable=import-outside-toplevel
+  config = pol.PolicyConfig()
+  _, params = nnx.split(pol.Policy(config, rngs=nnx.Rngs(0)))
+  folder = tmp_path / "prior"
+  save_prior(folder, params, config, {"num_trials": 10})
+  if how == "card_not_json":
+    (folder / "card.json").write_text("{not json")
+  elif how == "policy_deleted":
+    shutil.rmtree(folder / "policy")
+  else:
+    card = json.loads((folder / "card.json").read_text())
+    card["policy_config"]["hidden"] = 16
+    (folder / "card.json").write_text(json.dumps(card))
+  space = tmp_path / "s.yaml"
+  space.write_text(SPACE)
+  objective = ROOT / "tests" / "study" / "objectives.py"
+  assert cli.main(["tune", str(space), "--objective", f"{objective}:quadratic", "--storage",
+                   str(tmp_path / "s.db"), "--trials", "2", "--tuner", "prior",
+                   "--tuner-option", f"path={folder}", "--no-progress"]) == 2
+  _one_line_error(capsys, str(folder / where), phrase)
+  assert not (tmp_path / "s.db").exists()

@@ -19,6 +19,7 @@ import numpy as np
 
 from metatune import __version__
 from metatune.evaluation import evaluate_tuners, summary_rows
+from metatune.meta import compat
 from metatune.meta import prior as prior_io
 from metatune.meta.ppo import MetaTrainConfig, MetaTrainer, TrainState
 from metatune.meta.tuner import policy_tuner
@@ -136,6 +137,7 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
   card = {
       "family": getattr(family, "name", "?"), "space": family.space.name,
       "space_signature": family.space.signature,
+      compat.DESCRIPTION: compat.describe_space(family.space),
       "tasks_seen": [int(i) for i in trainer.indices], "num_trials": config.num_trials,
       "meta_train": dataclasses.asdict(config),
       "training": {"iterations": config.num_updates, "seconds_this_run": train_seconds,

@@ -73,6 +73,10 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
                 budget: int | None = None, history_size: int = 256) -> Tuner:
   """The policy of the prior folder ``path`` (written by ``metatune meta-train``) as a tuner.
 
+  When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
+  says what differs (`metatune.meta.compat.compare_spaces`: parameters it never saw, kinds,
+  ranges, conditions, constraints); the prior is used all the same.
+
   Args:
     space: the space to propose in (the prior may have been trained on another one).
     batch_size: proposals per ask.
@@ -82,12 +86,21 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
 
   Raises:
     ValueError: no ``path`` given.
-    FileNotFoundError: no prior there.
+    PriorError: (a ``ValueError``) no prior there, or one that fails its checks (see
+      `metatune.meta.prior.load_prior`).
   """
   if path is None:
     raise ValueError("the prior tuner needs path=PRIOR_DIR (a folder written by "
                      "'metatune meta-train')")
-  from metatune.meta.prior import load_prior  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from metatune.meta import compat
+  from metatune.meta.prior import CARD, PriorError, load_prior
   graphdef, params, config, card = load_prior(path)
-  return policy_tuner(space, graphdef, params, config, budget or int(card["num_trials"]),
+  trained_for = card.get("num_trials")
+  if budget is None and (not isinstance(trained_for, int) or isinstance(trained_for, bool) or
+                         trained_for < 1):
+    raise PriorError(f"num_trials must be a positive whole number, got {trained_for!r}",
+                     f"{path}/{CARD}")
+  compat.warn_if_different(card, space, prior=f"the prior {path}", stacklevel=2)
+  return policy_tuner(space, graphdef, params, config, budget or trained_for,
                       batch_size, history_size, name=f"prior:{card['policy_hash']}")

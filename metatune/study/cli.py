@@ -102,7 +102,8 @@ def _pruner(args):
 def _user_errors() -> tuple[type[Exception], ...]:
   # Imported here: metatune.space's package imports jax.
   from metatune.space.errors import SpaceError  # pylint: disable=import-outside-toplevel
-  return StudyError, SpaceError
+  from metatune.meta.errors import PriorError  # pylint: disable=import-outside-toplevel
+  return StudyError, SpaceError, PriorError
 
 
 def _fail(e: Exception) -> int:
@@ -153,6 +154,9 @@ def cmd_tune(args) -> int:
     pruner = _pruner(args)
     from metatune.study.worker import load_objective  # pylint: disable=import-outside-toplevel
     load_objective(args.objective)  # before any file is written
+    if args.tuner == "prior" and "path" in dict(args.tuner_option or []):
+      from metatune.meta.prior import check_prior  # pylint: disable=import-outside-toplevel
+      check_prior(dict(args.tuner_option)["path"])  # a bad prior folder, too
     configs = _read_configs(args.enqueue) if args.enqueue else []
     name = args.study or os.path.splitext(os.path.basename(args.storage))[0]
     exists = False

@@ -2,6 +2,7 @@
 
 from flax import nnx
 
+from metatune.meta import compat
 from metatune.meta.prior import save_prior
 from metatune.networks import policy as pol
 from metatune.study import Study
@@ -11,8 +12,10 @@ from metatune.tasks import default_space
 def test_study_with_a_prior_tuner(tmp_path):
   config = pol.PolicyConfig()
   _, params = nnx.split(pol.Policy(config, rngs=nnx.Rngs(0)))
-  card = save_prior(tmp_path / "prior", params, config, {"num_trials": 10})
   space = default_space()
+  card = save_prior(tmp_path / "prior", params, config, {
+      "num_trials": 10, "space": space.name, "space_signature": space.signature,
+      compat.DESCRIPTION: compat.describe_space(space)})  # its own space: no warning
   study = Study.create(space, storage=str(tmp_path / "s.db"), name="s", tuner="prior",
                        tuner_options={"path": str(tmp_path / "prior")})
   for _ in range(4):
