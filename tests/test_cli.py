@@ -185,6 +185,15 @@ def _one_line_error(capsys, *phrases):
   return lines[0]
 
 
+def test_meta_train_on_a_folder_with_broken_settings_is_one_line(tmp_path, capsys):
+  out = tmp_path / "p"
+  out.mkdir()
+  (out / "meta_train.json").write_text('{"config": {"num_envs": 8,\n')  # a write cut short
+  family = str(ROOT / "configs" / "families" / "synthetic.yaml")
+  assert cli.main(["meta-train", family, "--out", str(out), "--no-progress"]) == 2
+  _one_line_error(capsys, f"{out / 'meta_train.json'}:2", "not valid JSON")
+
+
 @pytest.mark.parametrize("how, where, phrase", [
     ("card_not_json", "card.json", "not valid JSON"),
     ("policy_deleted", "policy", "no policy here"),

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import sys
 import time
@@ -21,6 +22,7 @@ from metatune import __version__
 from metatune.evaluation import evaluate_tuners, summary_rows
 from metatune.meta import compat
 from metatune.meta import prior as prior_io
+from metatune.meta.errors import PriorError
 from metatune.meta.ppo import MetaTrainConfig, MetaTrainer, TrainState
 from metatune.meta.tuner import policy_tuner
 from metatune.tuners import quasi_random, random_search
@@ -48,11 +50,70 @@ def _from_tree(tree: dict) -> TrainState:
                     tree["update"])
 
 
-def _latest_checkpoint(folder: pathlib.Path) -> pathlib.Path | None:
+_CHECKPOINT_NAME = re.compile(r"update_(\d+)")
+
+
+def _complete_checkpoints(folder: pathlib.Path,
+                          log: Callable[[str], Any]) -> list[pathlib.Path]:
+  """The finished checkpoints in ``folder/checkpoints``, oldest first.
+
+  Orbax writes a checkpoint into ``update_N.orbax-checkpoint-tmp`` and renames it into place
+  when it is complete, so a run killed during a save leaves that folder behind. It is
+  removed here (it can never be resumed from, and the next save of that iteration needs the
+  name), as is an ``update_N`` folder without orbax's commit marker.
+  """
   ck = folder / "checkpoints"
-  done = sorted((int(p.name.split("_")[1]), p) for p in ck.glob("update_*")
-                if (p / "commit_success.txt").exists() or (p / "_CHECKPOINT_METADATA").exists())
-  return done[-1][1] if done else None
+  if not ck.is_dir():
+    return []
+  done = []
+  for path in sorted(ck.iterdir()):
+    match = _CHECKPOINT_NAME.fullmatch(path.name)
+    # Orbax 0.12 writes commit_success.txt before the rename; older versions wrote only the
+    # metadata file, and their final folders are complete too.
+    if match and path.is_dir() and ((path / "commit_success.txt").exists() or
+                                    (path / "_CHECKPOINT_METADATA").exists()):
+      done.append((int(match.group(1)), path))
+    elif path.name.startswith("update_"):
+      log(f"removing unfinished checkpoint {path} (a save that was interrupted)")
+      if path.is_dir():
+        shutil.rmtree(path)
+      else:
+        path.unlink()
+  return [path for _, path in sorted(done)]
+
+
+def _restore_latest(folder: pathlib.Path, fresh: TrainState,
+                    log: Callable[[str], Any]) -> TrainState:
+  """The state of the newest readable checkpoint, or ``fresh`` when there is none.
+
+  Raises:
+    PriorError: there are checkpoints and none of them can be read.
+  """
+  checkpoints = _complete_checkpoints(folder, log)
+  errors = []
+  for path in reversed(checkpoints):
+    try:
+      state = _from_tree(prior_io.restore_tree(path, _state_tree(fresh)))
+    except Exception as e:  # pylint: disable=broad-except
+      # A finished checkpoint damaged afterwards (a disk, a partial copy): an older one
+      # resumes the same run exactly, only later.
+      first_line = (str(e).splitlines() or [""])[0]
+      errors.append(f"{path.name}: {type(e).__name__}: {first_line}")
+      log(f"cannot read checkpoint {path}; trying an earlier one ({errors[-1]})")
+      continue
+    log(f"resuming from {path} (iteration {int(state.update)})")
+    return state
+  if errors:
+    raise PriorError(f"no checkpoint can be read ({'; '.join(errors)}); delete the folder to "
+                     "start again", str(folder / "checkpoints"))
+  return fresh
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  # A run killed mid-write must not leave half a JSON file that every rerun then refuses.
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
 
 
 def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
@@ -76,26 +137,27 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
     The card (a dict), or ``{"stopped": update}`` when ``stop_after`` ended it early.
 
   Raises:
-    ValueError: ``out`` holds a run with other settings.
+    PriorError: (a ``ValueError``) ``out`` holds a run with other settings, or checkpoints
+      none of which can be read.
   """
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   doc = _settings_doc(config, family)
   settings_path = out / SETTINGS
   if settings_path.exists():
-    old = json.loads(settings_path.read_text())
+    try:
+      old = json.loads(settings_path.read_text())
+    except json.JSONDecodeError as e:
+      raise PriorError(f"not valid JSON ({e.msg}); use another --out or delete it",
+                       f"{settings_path}:{e.lineno}") from None
     if old != json.loads(json.dumps(doc, default=str)):
-      raise ValueError(f"{settings_path}: this folder holds a meta-training run with other "
-                       "settings; use another --out or delete it")
+      raise PriorError("this folder holds a meta-training run with other settings; use "
+                       "another --out or delete it", str(settings_path))
   else:
-    settings_path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    _write_atomic(settings_path, json.dumps(doc, indent=2, default=str) + "\n")
   t0 = time.perf_counter()
   trainer = MetaTrainer.cached(family, config)
-  state = trainer.init()
-  latest = _latest_checkpoint(out)
-  if latest is not None:
-    state = _from_tree(prior_io.restore_tree(latest, _state_tree(state)))
-    log(f"resuming from {latest} (iteration {int(state.update)})")
+  state = _restore_latest(out, trainer.init(), log)
   start = int(state.update)
   metrics_path = out / METRICS
   lines = metrics_path.read_text().splitlines()[:start] if metrics_path.exists() else []
@@ -123,12 +185,12 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
         bar.update(1)
         bar.set_postfix(ret=f"{m['episode_return']:.3f}", regret=f"{m['final_regret']:.3f}")
       u = int(state.update)
-      if u % checkpoint_every == 0 or u == config.num_updates:
+      stop = stop_after is not None and ran >= stop_after and u < config.num_updates
+      if u % checkpoint_every == 0 or u == config.num_updates or stop:
         prior_io.save_tree(out / "checkpoints" / f"update_{u:06d}", _state_tree(state))
-      if stop_after is not None and ran >= stop_after and u < config.num_updates:
+      if stop:
         if bar is not None:
           bar.close()
-        prior_io.save_tree(out / "checkpoints" / f"update_{u:06d}", _state_tree(state))
         return {"stopped": u}
   if bar is not None:
     bar.close()

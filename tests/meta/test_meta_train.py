@@ -1,6 +1,7 @@
 """Meta-training: one jitted iteration, exact resume, config errors, the prior folder."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -54,6 +55,117 @@ def test_killed_halfway_resume_matches_uninterrupted_run(family, tmp_path):
   with pytest.raises(ValueError, match="other settings"):
     meta_train(family, MetaTrainConfig(**TINY, seed=4), tmp_path / "cut", progress=False,
                evaluate=False, log=lambda s: None)
+
+
+def _quiet_train(family, config, out, **kw):
+  return meta_train(family, config, out, progress=False, evaluate=False,
+                    **{"log": lambda s: None, **kw})
+
+
+def test_resume_ignores_an_unfinished_checkpoint(family, tmp_path, monkeypatch):
+  # A run killed while orbax wrote update 3 leaves `update_000003.orbax-checkpoint-tmp/`; the
+  # rerun must resume from update 2 (not die parsing the folder name) and end bit for bit like
+  # a run never interrupted. The kill is an exception at orbax's final rename here (in
+  # process, so the compiled iteration is shared); test_killed_during_saves kills for real.
+  config = MetaTrainConfig(**TINY, seed=3)
+  full = _quiet_train(family, config, tmp_path / "full", checkpoint_every=100)
+  cut = tmp_path / "cut"
+  assert _quiet_train(family, config, cut, checkpoint_every=1, stop_after=2) == {"stopped": 2}
+  tmp = cut / "checkpoints" / "update_000003.orbax-checkpoint-tmp"
+  real_rename = os.rename
+
+  def dying_rename(src, dst):
+    if str(src).endswith("orbax-checkpoint-tmp"):
+      raise KeyboardInterrupt("killed before the rename")
+    real_rename(src, dst)
+
+  monkeypatch.setattr(os, "rename", dying_rename)
+  with pytest.raises(KeyboardInterrupt):
+    _quiet_train(family, config, cut, checkpoint_every=1)
+  monkeypatch.setattr(os, "rename", real_rename)
+  assert (tmp / "commit_success.txt").exists()  # written in full, never renamed into place
+  messages = []
+  resumed = _quiet_train(family, config, cut, checkpoint_every=1, log=messages.append)
+  assert any("iteration 2" in m for m in messages), messages
+  assert any("unfinished" in m and tmp.name in m for m in messages), messages
+  assert not tmp.exists()
+  assert resumed["policy_hash"] == full["policy_hash"]
+  lines = (cut / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(l)["update"] for l in lines] == [1, 2, 3, 4]
+
+
+
+_KILLED_RUN = """
+import os, signal, sys
+point, _, target = os.environ["KILL_AT"].partition(":")
+real_mkdir, real_rename, real_replace = os.mkdir, os.rename, os.replace
+
+def die(where):
+  if where == point:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def mkdir(path, *args, **kwargs):
+  real_mkdir(path, *args, **kwargs)
+  if os.path.basename(str(path)) == target + ".orbax-checkpoint-tmp":
+    die("mkdir")  # orbax has just made its folder: nothing written yet
+
+def rename(src, dst, *args, **kwargs):
+  hit = os.path.basename(str(dst)) == target
+  if hit:
+    die("rename")  # every file written, the folder not yet renamed into place
+  real_rename(src, dst, *args, **kwargs)
+  if hit:
+    die("renamed")  # complete, and the run dies before going on
+
+def replace(src, dst, *args, **kwargs):
+  if os.path.basename(str(dst)) == target:
+    die("replace")
+  real_replace(src, dst, *args, **kwargs)
+
+os.mkdir, os.rename, os.replace = mkdir, rename, replace
+from metatune.meta.ppo import MetaTrainConfig
+from metatune.meta.train import meta_train
+from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
+family = SyntheticFamily(default_space(), SyntheticConfig(seed=0, num_tasks=20))
+config = MetaTrainConfig(**%r, seed=3)
+card = meta_train(family, config, sys.argv[1], checkpoint_every=1, progress=False,
+                  evaluate=False, log=lambda s: None)
+print("HASH", card["policy_hash"])
+"""
+
+
+@pytest.mark.slow
+def test_killed_during_saves_resumes_to_the_same_prior(family, tmp_path):
+  # SIGKILL at five points of the saves (orbax's folder just made; written but not renamed;
+  # renamed, the last checkpoint; the prior's policy; its card), each rerun resuming the
+  # last: the end is bit for bit the uninterrupted run.
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  config = MetaTrainConfig(**TINY, seed=3)
+  full = _quiet_train(family, config, tmp_path / "full", checkpoint_every=100)
+  cut = tmp_path / "cut"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  kills = ["mkdir:update_000002", "rename:update_000003", "renamed:update_000004",
+           "rename:policy", "replace:card.json", "none:"]
+  for kill in kills:
+    run = subprocess.run([sys.executable, "-c", _KILLED_RUN % TINY, str(cut)],
+                         env=dict(env, KILL_AT=kill), capture_output=True, text=True,
+                         timeout=900, check=False)
+    if kill != "none:":
+      assert run.returncode == -9, (kill, run.returncode, run.stderr[-2000:])
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert f"HASH {full['policy_hash']}" in run.stdout
+  _, p_full, _, _ = prior_io.load_prior(tmp_path / "full")
+  _, p_cut, _, _ = prior_io.load_prior(cut)
+  assert _leaves_equal(p_full, p_cut)
+
+  def strip(path):  # the metrics without their timings
+    return [{k: v for k, v in json.loads(l).items() if k != "seconds"}
+            for l in path.read_text().splitlines()]
+
+  assert strip(cut / "metrics.jsonl") == strip(tmp_path / "full" / "metrics.jsonl")
+  assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == [
+      f"update_{u:06d}" for u in range(1, 5)]
 
 
 def test_config_errors_name_file_and_line(tmp_path):
