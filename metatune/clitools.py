@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules (argument types, usage errors, atomic writes).
+"""Helpers shared by the command modules (argument types, usage errors, atomic writes, families).
 
 A leaf module: the subcommand modules (`metatune.space.cli`, `metatune.study.cli`, ...) and
 `metatune.cli` import it, it imports none of them.
@@ -40,3 +40,30 @@ def atomic_write(path: str, text: str):
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def load_family(path: str, data_dir: str | None):
+  """``(config, family)`` of a family config, with data-folder problems as usage errors.
+
+  A family that reads real data (YAHPO surrogates, datasets) raises `FileNotFoundError` when
+  the data folder lacks its files; on the command line that is a wrong setting, said in one
+  line with the config that asked for the files.
+
+  Args:
+    path: the family config (YAML).
+    data_dir: ``--data-dir``, or None for ``$METATUNE_DATA_DIR``.
+
+  Raises:
+    UsageError: the data folder does not exist or lacks a file the family needs.
+    SpaceError: a malformed config (file and line).
+  """
+  from metatune.tasks import registry  # pylint: disable=import-outside-toplevel
+  config = registry.load_family_config(path)
+  folder = data_dir or registry.default_data_dir()
+  setting = "--data-dir" if data_dir else "METATUNE_DATA_DIR"
+  if folder is not None and not os.path.isdir(folder):
+    raise UsageError(f"{setting}={folder}: no such folder (the data folder for {path})")
+  try:
+    return config, registry.make_family(config, folder)
+  except FileNotFoundError as e:
+    raise UsageError(f"{path}: {e} (data folder from {setting})") from None

@@ -185,6 +185,23 @@ def _one_line_error(capsys, *phrases):
   return lines[0]
 
 
+def test_dataset_build_without_the_data_files_is_one_line(tmp_path, capsys, monkeypatch):
+  monkeypatch.delenv("METATUNE_DATA_DIR", raising=False)
+  family = str(ROOT / "configs" / "families" / "yahpo_rbv2_xgboost.yaml")
+  empty = tmp_path / "data"
+  empty.mkdir()
+  assert cli.main(["dataset", "build", family, "--out", str(tmp_path / "o"), "--data-dir",
+                   str(empty), "--no-progress"]) == 2
+  _one_line_error(capsys, "yahpo_rbv2_xgboost.yaml", "model.onnx", "--data-dir")
+  assert cli.main(["dataset", "build", family, "--out", str(tmp_path / "o"), "--data-dir",
+                   str(tmp_path / "missing")]) == 2
+  _one_line_error(capsys, "--data-dir", "no such folder")
+  monkeypatch.setenv("METATUNE_DATA_DIR", str(tmp_path / "missing"))
+  assert cli.main(["dataset", "build", family, "--out", str(tmp_path / "o")]) == 2
+  _one_line_error(capsys, "METATUNE_DATA_DIR", "no such folder")
+  assert not (tmp_path / "o").exists()
+
+
 def test_meta_train_on_a_folder_with_broken_settings_is_one_line(tmp_path, capsys):
   out = tmp_path / "p"
   out.mkdir()

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 
-from metatune.clitools import positive_int
+from metatune.clitools import UsageError, load_family, positive_int
 
 
 def cmd_dataset_build(args) -> int:
   from metatune.data import builder  # pylint: disable=import-outside-toplevel
   from metatune.tasks import registry  # pylint: disable=import-outside-toplevel
-  config = registry.load_family_config(args.family)
+  config, family = load_family(args.family, args.data_dir)
   data_dir = args.data_dir or registry.default_data_dir()
-  family = registry.make_family(config, data_dir)
   t0 = time.perf_counter()
-  summary = builder.build(config, family, args.out, splits=args.split, max_tasks=args.max_tasks,
-                          configs_per_task=args.configs_per_task, progress=not args.no_progress,
-                          data_dir=data_dir)
+  try:
+    summary = builder.build(config, family, args.out, splits=args.split,
+                            max_tasks=args.max_tasks, configs_per_task=args.configs_per_task,
+                            progress=not args.no_progress, data_dir=data_dir)
+  except FileNotFoundError as e:  # a task's data read when its turn comes
+    raise UsageError(f"{args.family}: {e}") from None
   print(f"{config.name}: {summary['tasks']} tasks ({summary['skipped_tasks']} already done), "
         f"{summary['evaluations']} new evaluations, {summary['failed']} failed, "
         f"{time.perf_counter() - t0:.1f}s -> {args.out}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metatune.clitools import UsageError, positive_int as _positive
+from metatune.clitools import UsageError, load_family, positive_int as _positive
 
 ENV_METHODS = ("task_params", "task_indices", "clean", "evaluate")
 
@@ -11,10 +11,8 @@ def cmd_meta_train(args) -> int:
   # pylint: disable=import-outside-toplevel
   from metatune.meta.config import meta_config
   from metatune.meta.train import meta_train, table_markdown
-  from metatune.tasks import registry
 
-  cfg = registry.load_family_config(args.family)
-  family = registry.make_family(cfg, args.data_dir)
+  cfg, family = load_family(args.family, args.data_dir)
   missing = [m for m in ENV_METHODS if not hasattr(family, m)]
   if missing:
     raise UsageError(f"{args.family}: family {cfg.family!r} is not a jittable environment "
