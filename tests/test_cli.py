@@ -119,7 +119,17 @@ def test_console_entry_point_runs():
 
 def test_demo_small_run(capsys):
   assert cli.main(["demo", "--updates", "2", "--trials", "6", "--json"]) == 0
-  report = json.loads(capsys.readouterr().out)
+  captured = capsys.readouterr()
+  report = json.loads(captured.out)  # stdout holds the results only
+  # stderr says what the long silent stretches are: the first iteration compiling, then the
+  # held-out evaluation tuner by tuner, with elapsed times.
+  err = captured.err
+  assert "compiling the PPO iteration (first iteration)" in err
+  assert "first iteration" in err and "incl. compile" in err
+  assert "task optima estimated (" in err
+  for i, name in enumerate(["metatune prior", "random", "quasi_random", "grid"], 1):
+    assert f"[{i}/4] {name}: done in " in err
+  assert "evaluated in " in err
   names = {r["tuner"] for r in report["rows"]}
   assert names == {"metatune prior", "random", "quasi_random", "grid"}
   for r in report["rows"]:

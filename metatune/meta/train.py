@@ -165,8 +165,11 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
   bar = None
   if progress:
     from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-    bar = tqdm(total=config.num_updates, initial=start, desc="meta-train", unit="it",
-               file=sys.stderr, dynamic_ncols=True)
+    # The first iteration of a process compiles the whole jitted step (a minute or more on
+    # 2 cores) with the bar at its first value: say so, or it looks stuck.
+    first = "meta-train: compiling the PPO iteration (first iteration)..."
+    bar = tqdm(total=config.num_updates, initial=start, unit="it", file=sys.stderr,
+               desc=first if start < config.num_updates else "meta-train", dynamic_ncols=True)
   compile_s = None
   ran = 0
   with metrics_path.open("a") as fh:
@@ -182,6 +185,9 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
       fh.flush()
       ran += 1
       if bar is not None:
+        if ran == 1:
+          bar.set_description(f"meta-train (first iteration {elapsed:.0f}s incl. compile)",
+                              refresh=False)
         bar.update(1)
         bar.set_postfix(ret=f"{m['episode_return']:.3f}", regret=f"{m['final_regret']:.3f}")
       u = int(state.update)
