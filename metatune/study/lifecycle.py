@@ -127,7 +127,10 @@ class Ledger:
 
     Trials stored as running belong to a driver that is gone (the caller holds
     the study's claim): they become stale and their configurations go to the
-    front of the queue, so they are asked again as new trials.
+    front of the queue, so they are asked again as new trials. One exception: a
+    trial that ran inline (in the driver) and was itself the retry of an inline
+    trial whose driver also died is failed as ``crashed`` (the objective most
+    likely takes the driver down), so that no resume crashes the same way again.
     """
     store = self.storage
     self.reload()  # the file may have changed since it was opened

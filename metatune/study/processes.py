@@ -356,6 +356,7 @@ def worker_main(fd: int, parent_pid: int):
   driver's output pipe.
   """
   isolation.die_with_parent(parent_pid)
+  adopted = isolation.adopt_orphans()
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
   for stream in (sys.stdout, sys.stderr):
     stream.reconfigure(line_buffering=True)  # what a crash cuts short is kept up to its line
@@ -386,7 +387,7 @@ def worker_main(fd: int, parent_pid: int):
     channel.send({"op": "started", "number": msg["number"], "time": time.time()})
     result = worker.run_trial(objective, msg, channel)
     _flush()
-    isolation.end_group()
+    isolation.end_group(adopted)
     channel.send({"op": "result", **result})
   _flush()
-  isolation.end_group()
+  isolation.end_group(adopted)

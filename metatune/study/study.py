@@ -50,6 +50,11 @@ class Study(worker.Channel):
   objective in parallel, or ``ask``/``tell`` to drive trials yourself. One
   process drives a study at a time (the first ``ask`` or ``optimize`` claims it).
 
+  Attributes:
+    ledger: the trials and every change to them (`lifecycle.Ledger`); ``optimize``
+      and ``ask``/``tell`` go through it.
+    pruner: asked by ``trial.should_prune()`` (set by ``optimize``).
+
   Example:
     >>> study = Study.create("space.yaml", "study.db", "mlp", seed=0)  # doctest: +SKIP
     >>> study.optimize("train:objective", num_trials=50, num_workers=4)  # doctest: +SKIP

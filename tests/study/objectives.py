@@ -164,9 +164,3 @@ class DiesWhenLoaded:
   def __reduce__(self):
     return (os._exit, (3,))
 
-
-def imported_main(trial):
-  """1.0 when the worker process imported the driver's main module (as multiprocessing's spawn
-  does, as ``__mp_main__``); 0.0 when its main module is its own (``python -c``)."""
-  del trial
-  return float(getattr(sys.modules.get("__mp_main__"), "__file__", None) is not None)

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -177,12 +178,20 @@ def test_workers_dying_while_starting_stop_the_study_without_failed_trials(space
     assert study.counts()["failed"] == 0 and study.counts()["complete"] == 0
 
 
-def test_workers_do_not_import_the_drivers_main_module(space_file, tmp_path):
+def test_workers_do_not_run_the_drivers_script_again(space_file, tmp_path, monkeypatch):
   # Under multiprocessing's spawn they did (as __mp_main__): a script without a main guard
   # then ran its study again in every worker.
+  marker = tmp_path / "ran"
+  script = tmp_path / "driver_script.py"
+  script.write_text("import os\nopen(os.environ['MAIN_RAN'], 'a').write('again\\n')\n")
+  monkeypatch.setenv("MAIN_RAN", str(marker))
+  main = types.ModuleType("__main__")
+  main.__file__, main.__spec__ = str(script), None  # as for `python driver_script.py`
+  monkeypatch.setitem(sys.modules, "__main__", main)
   with Study.create(space_file, tmp_path / "s.db", "m") as study:
-    study.optimize(objectives.imported_main, num_trials=1, progress=False)
-    assert study.trials[0].objectives == [0.0]
+    study.optimize(objectives.quadratic, num_trials=2, num_workers=2, progress=False)
+    assert study.counts()["complete"] == 2
+  assert not marker.exists()
 
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
