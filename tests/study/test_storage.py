@@ -92,3 +92,24 @@ def test_bad_files_are_named(tmp_path):
   conn.close()
   with pytest.raises(StudyError, match="something-else/9"):
     Storage(other)
+
+
+def test_a_file_from_before_executors_and_logs_opens_and_gains_them(tmp_path):
+  path = tmp_path / "old.db"
+  with Storage(path) as s:
+    sid = s.create_study("one", "{}", "sig", {"seed": 0})
+    s.insert_trials(sid, [_record(0, executor="process")])
+  conn = sqlite3.connect(path)  # as an older metatune wrote it: no executor column, no logs
+  conn.execute("ALTER TABLE trials DROP COLUMN executor")
+  conn.execute("DROP TABLE logs")
+  conn.commit()
+  conn.close()
+  with Storage(path) as s:
+    (old,) = s.trials(sid)
+    assert old.number == 0 and old.executor is None and s.log(sid, 0) is None
+    s.insert_trials(sid, [_record(1, executor="inline")])
+    s.put_log(sid, 1, "tail", 12345)
+    s.commit()
+  with Storage(path) as s:
+    assert [t.executor for t in s.trials(sid)] == [None, "inline"]
+    assert tuple(s.log(sid, 1)) == ("tail", 12345) and s.log_sizes(sid) == {1: 12345}
