@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   # pylint: disable=import-outside-toplevel
   from metatune.data import cli as data_cli
+  from metatune.evaluation import cli as evaluation_cli
   from metatune.meta import cli as meta_cli
   from metatune.space import cli as space_cli
   from metatune.study import cli as study_cli
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
   meta_cli.add_commands(sub)
   surrogate_cli.add_commands(sub)
   study_cli.add_commands(sub)
+  evaluation_cli.add_commands(sub)
   return parser
 
 
