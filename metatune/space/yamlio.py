@@ -3,20 +3,86 @@
 PyYAML follows YAML 1.1: ``1e-5`` becomes a string and ``yes``/``no``/``on``/``off``
 become booleans. Here only ``true``/``false`` are booleans and any float
 literal (``1e-5``, ``.5``) is a float, so a categorical choice ``no`` stays a string.
+
+Hostile files end in a located `SpaceError`, never a traceback: files over
+`MAX_FILE_BYTES`, text that is not UTF-8 (a UTF-8 byte-order mark is accepted),
+NUL bytes, lists and mappings nested deeper than `MAX_NESTING`, and aliases
+(``*name``), which would let a small file expand to an exponential size.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Any, Iterator
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 from metatune.space.errors import SpaceError
 
+MAX_FILE_BYTES = 8 << 20
+# A space nests a few levels per block (block -> parameters -> parameter -> choices);
+# 64 leaves room for deep blocks and stays far below Python's recursion limit,
+# which PyYAML's recursive composer would otherwise hit on a deep list.
+MAX_NESTING = 64
 
-class _Loader(yaml.SafeLoader):
-  pass
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+class _Refused(yaml.YAMLError):
+
+  def __init__(self, problem: str, mark):
+    super().__init__(problem)
+    self.problem = problem
+    self.problem_mark = mark
+
+
+class _Strict:
+  """Composes nodes with a nesting limit and no aliases (mixed into both loaders)."""
+
+  def compose_node(self, parent, index):
+    event = self.peek_event()
+    if isinstance(event, yaml.AliasEvent):
+      raise _Refused("aliases (*name) are not supported; write the value out", event.start_mark)
+    depth = getattr(self, "_depth", 0) + 1
+    if depth > MAX_NESTING:
+      raise _Refused(f"lists and mappings are nested deeper than {MAX_NESTING} levels",
+                     event.start_mark)
+    self._depth = depth
+    try:
+      return Composer.compose_node(self, parent, index)
+    finally:
+      self._depth = depth - 1
+
+
+class _Loader(_Strict, yaml.SafeLoader):
+  """The pure-Python loader: constructs scalars, and parses where libyaml is missing."""
+
+
+if getattr(yaml, "__with_libyaml__", False):
+  from yaml._yaml import CParser  # pylint: disable=no-name-in-module,wrong-import-position
+
+  class _FastLoader(_Strict, CParser, SafeConstructor, Resolver):
+    """libyaml's scanner and parser (5x faster on large files) under the Python composer."""
+
+    def __init__(self, stream):
+      CParser.__init__(self, stream)
+      SafeConstructor.__init__(self)
+      Resolver.__init__(self)
+      Composer.__init__(self)
+
+    # The Python composer, not CParser's own, so that `_Strict` applies.
+    get_single_node = Composer.get_single_node
+    compose_document = Composer.compose_document
+    compose_scalar_node = Composer.compose_scalar_node
+    compose_sequence_node = Composer.compose_sequence_node
+    compose_mapping_node = Composer.compose_mapping_node
+else:  # pragma: no cover
+  _FastLoader = _Loader
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -32,6 +98,7 @@ _Loader.add_implicit_resolver(
                   |[-+]?(?:\d+\.\d*|\.\d+)
                   |[-+]?\.(?:inf|Inf|INF)
                   |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 class Node:
@@ -64,7 +131,15 @@ class Node:
   def scalar(self) -> Any:
     if self.kind != "scalar":
       raise self.error(f"expected a single value, found a {self.kind}")
-    return self._loader.construct_object(self._node)
+    try:
+      return self._loader.construct_object(self._node)
+    except (yaml.YAMLError, ValueError, OverflowError) as e:
+      # An unknown tag (!!python/object), an integer of more digits than Python
+      # converts, a malformed !!timestamp ...
+      text = self._node.value if isinstance(self._node.value, str) else ""
+      shown = repr(text[:40] + ("..." if len(text) > 40 else ""))
+      why = getattr(e, "problem", None) or str(e).splitlines()[0]
+      raise self.error(f"cannot read the value {shown} ({self._node.tag}): {why}") from None
 
   def items(self) -> Iterator[tuple[str, "Node"]]:
     if self.kind != "mapping":
@@ -94,13 +169,48 @@ class Node:
     return self.scalar()
 
 
+def _line_of(data: bytes | str, offset: int) -> int:
+  return data.count(b"\n" if isinstance(data, bytes) else "\n", 0, offset) + 1
+
+
+def decode(data: bytes, source: str, what: str = "file") -> str:
+  """UTF-8 bytes -> text, or a SpaceError with the byte offset and line of the first bad byte.
+
+  A UTF-8 byte-order mark is dropped; UTF-16 and UTF-32 (recognized by their
+  byte-order marks) and NUL bytes are refused with what to do instead.
+  """
+  if data.startswith(codecs.BOM_UTF8):
+    data = data[len(codecs.BOM_UTF8):]
+  for bom, name in _BOMS:
+    if data.startswith(bom):
+      raise SpaceError(f"the {what} is {name} text (it starts with a {name} byte-order mark); "
+                       f"save it as UTF-8", source)
+  nul = data.find(b"\0")
+  if nul >= 0:
+    line = _line_of(data, nul)
+    raise SpaceError(f"NUL byte at byte offset {nul} (line {line}): the {what} must be UTF-8 "
+                     f"text (is it UTF-16 without a byte-order mark, or a binary file?)",
+                     f"{source}:{line}")
+  try:
+    return data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = _line_of(data, e.start)
+    raise SpaceError(f"byte 0x{data[e.start]:02x} at byte offset {e.start} (line {line}) is "
+                     f"not UTF-8 ({e.reason}); save the {what} as UTF-8",
+                     f"{source}:{line}") from None
+
+
 def read_text(path: str, what: str) -> str:
   """A file's text, or a SpaceError naming the file and ``what`` it was meant to be."""
   try:
-    with open(path, encoding="utf-8") as f:
-      return f.read()
+    with open(path, "rb") as f:
+      data = f.read(MAX_FILE_BYTES + 1)
   except OSError as e:
-    raise SpaceError(f"cannot read the {what}: {e.strerror}", path) from None
+    raise SpaceError(f"cannot read the {what}: {e.strerror or e}", path) from None
+  if len(data) > MAX_FILE_BYTES:
+    raise SpaceError(f"the {what} is larger than {MAX_FILE_BYTES >> 20} MiB, the limit for "
+                     f"a text file of settings", path)
+  return decode(data, path, what)
 
 
 def load(text: str, source: str) -> Node:
@@ -109,15 +219,29 @@ def load(text: str, source: str) -> Node:
   Raises:
     SpaceError: with the file and line of a syntax error.
   """
-  loader = _Loader(text)
+  if not isinstance(text, str):
+    raise SpaceError(f"expected text, got {type(text).__name__}", source)
+  loader = None
   try:
+    loader = _FastLoader(text)
     node = loader.get_single_node()
+  except yaml.reader.ReaderError as e:
+    # Raised for a character YAML does not allow (a control character); it has
+    # an offset into the text but no line.
+    line = _line_of(text, e.position)
+    char = e.character if isinstance(e.character, int) else ord(e.character)
+    raise SpaceError(f"not valid YAML: character U+{char:04X} at offset {e.position} "
+                     f"(line {line}) is not allowed ({e.reason})", f"{source}:{line}") from None
   except yaml.YAMLError as e:
     mark = getattr(e, "problem_mark", None)
     where = f"{source}:{mark.line + 1}" if mark else source
-    raise SpaceError(f"not valid YAML: {getattr(e, 'problem', e)}", where) from None
+    column = f" at column {mark.column + 1}" if mark else ""
+    context = f" ({e.context})" if getattr(e, "context", None) else ""
+    raise SpaceError(f"not valid YAML: {getattr(e, 'problem', None) or e}{column}{context}",
+                     where) from None
   finally:
-    loader.dispose()
+    if loader is not None:
+      loader.dispose()
   if node is None:
     raise SpaceError("the file is empty", source)
   return Node(node, source, _Loader(""))

@@ -127,3 +127,94 @@ def test_metatune_json_is_read_with_line_numbers(tmp_path):
   path.write_text(json.dumps(doc, indent=1))
   with pytest.raises(SpaceError, match=r"s.json:\d+.*low \(2\) must be less than high"):
     io.load(path)
+
+
+# ---------------------------------------------------------- hostile files (#15)
+def _load_error(tmp_path, data: bytes, name: str = "h.yaml") -> str:
+  path = tmp_path / name
+  path.write_bytes(data)
+  with pytest.raises(SpaceError) as info:
+    io.load(path)
+  return str(info.value)
+
+
+GOOD_BYTES = b"parameters:\n  x: {type: float, low: 0, high: 1}\n"
+
+
+def test_bytes_that_are_not_utf8_name_file_offset_and_line(tmp_path):
+  """Once a raw UnicodeDecodeError traceback with no file or line."""
+  msg = _load_error(tmp_path, GOOD_BYTES + b"  y: {type: categorical, choices: [caf\xe9]}\n")
+  assert f"{tmp_path / 'h.yaml'}:3" in msg and "byte 0xe9 at byte offset" in msg, msg
+  assert "not UTF-8" in msg and "save the space file as UTF-8" in msg, msg
+
+
+@pytest.mark.parametrize("bom, name", [(b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
+                                       (b"\xff\xfe\x00\x00", "UTF-32")])
+def test_utf16_and_utf32_files_are_refused_by_name(tmp_path, bom, name):
+  text = GOOD_BYTES.decode()
+  codec = {"UTF-16": "utf-16-le" if bom[0] == 0xFF else "utf-16-be", "UTF-32": "utf-32-le"}[name]
+  msg = _load_error(tmp_path, bom + text.encode(codec))
+  assert str(tmp_path / "h.yaml") in msg and f"{name} text" in msg and "as UTF-8" in msg, msg
+
+
+def test_nul_byte_names_its_offset_and_line(tmp_path):
+  """Once a raw ReaderError traceback: PyYAML checks characters outside our try."""
+  msg = _load_error(tmp_path, GOOD_BYTES + b"  y: {type: bool}\x00\n")
+  assert f"{tmp_path / 'h.yaml'}:3" in msg and "NUL byte at byte offset 65" in msg, msg
+
+
+def test_control_character_in_text_is_located():
+  with pytest.raises(SpaceError, match=r"c.yaml:2: .*U\+0007.*line 2"):
+    io.loads("parameters:\n  x: {type: bool, description: 'a\x07'}\n", "c.yaml")
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+  path = tmp_path / "bom.yaml"
+  path.write_bytes(b"\xef\xbb\xbf" + GOOD_BYTES)
+  assert io.load(path).names == ("x",)
+
+
+@pytest.mark.parametrize("text, phrase", [
+    ("parameters:\n  x: {type: float, low: !!python/object:os.system 0, high: 1}\n",
+     "cannot read the value"),
+    ("parameters:\n  x: {type: float, low: !mine 0, high: 1}\n", "cannot read the value"),
+    ("parameters:\n  x: {type: int, low: 0, high: " + "9" * 5000 + "}\n",
+     "cannot read the value"),
+])
+def test_values_yaml_cannot_construct_are_located(text, phrase):
+  """Unknown tags and over-long integers once escaped as ConstructorError/ValueError."""
+  with pytest.raises(SpaceError, match=rf"t.yaml:2: {phrase}"):
+    io.loads(text, "t.yaml")
+
+
+def test_deeply_nested_json_is_refused_with_its_line():
+  """A 100k-deep list once ended in a RecursionError inside PyYAML's composer."""
+  text = '{"parameters": {"x": {"type": "categorical", "choices":\n' + "[" * 100_000 + "]" * 100_000
+  with pytest.raises(SpaceError, match=r"deep.json:2: .*(nested deeper than 64|nesting depth)"):
+    io.loads(text + "}}}", "deep.json")
+
+
+def test_yaml_aliases_are_refused():
+  """An alias bomb (each level doubling the last) would expand exponentially."""
+  levels = "".join(f"  l{i}: &l{i} [*l{i - 1}, *l{i - 1}]\n" for i in range(1, 30))
+  text = "parameters:\n  l0: &l0 [a]\n" + levels
+  with pytest.raises(SpaceError, match=r"bomb.yaml:3: .*aliases"):
+    io.loads(text, "bomb.yaml")
+
+
+def test_oversized_file_is_refused(tmp_path):
+  path = tmp_path / "big.yaml"
+  path.write_bytes(GOOD_BYTES + b"#" * (8 << 20))
+  with pytest.raises(SpaceError, match=r"big.yaml: the space file is larger than 8 MiB"):
+    io.load(path)
+
+
+def test_a_folder_is_not_a_space_file(tmp_path):
+  with pytest.raises(SpaceError, match="cannot read the space file"):
+    io.load(tmp_path)
+
+
+def test_nesting_past_the_limit_is_refused_where_it_starts():
+  text = "parameters:\n  x: {type: categorical, choices:\n    " + "[" * 70 + "1" + "]" * 70 + "}\n"
+  with pytest.raises(SpaceError, match=r"n.yaml:3: .*nested deeper than 64 levels"):
+    io.loads(text, "n.yaml")
