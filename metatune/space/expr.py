@@ -15,6 +15,11 @@ Grammar (lowest precedence first)::
 Names are dotted paths (``width.l1``) or any text in backticks (```odd name```).
 Functions: ``log exp sqrt abs min max`` on numbers, ``active(name)`` and
 ``active_or(name, value)`` for conditional parameters.
+
+Limits keep every later walk of the tree (type resolution, lowering, the
+reference evaluator) far from Python's recursion limit: an expression holds at
+most `MAX_LENGTH` characters and its tree is at most `MAX_DEPTH` levels deep
+(parentheses, signs, ``not``, and each operator of a chain ``a + b + c`` count).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ COMPARE_OPS = ("<=", ">=", "==", "!=", "<", ">")
 NUMERIC_FUNCS = {"log": 1, "exp": 1, "sqrt": 1, "abs": 1, "min": 2, "max": 2}
 SPECIAL_FUNCS = {"active": 1, "active_or": 2}
 KEYWORDS = {"and", "or", "not", "in", "true", "false", "True", "False"}
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+# The recursive-descent parser spends about nine Python frames per level of
+# parentheses, so its own nesting has a lower limit than the tree's depth.
+_MAX_PARSE_NESTING = 50
 
 _TOKEN_RE = re.compile(
     r"""
@@ -113,8 +123,13 @@ class Call(Node):
 
 
 # ------------------------------------------------------------------------ parser
-def _caret(text: str, pos: int) -> str:
-  return f"\n    {text}\n    {' ' * pos}^"
+def _caret(text: str, pos: int, width: int = 100) -> str:
+  """The text (a window of it around ``pos`` when long) with a caret under ``pos``."""
+  start = max(0, min(pos - width // 2, len(text) - width))
+  shown = text[start:start + width].replace("\n", " ").replace("\t", " ")
+  left = "..." if start > 0 else ""
+  right = "..." if start + width < len(text) else ""
+  return f"\n    {left}{shown}{right}\n    {' ' * (len(left) + pos - start)}^"
 
 
 class ExprError(SpaceError):
@@ -154,6 +169,13 @@ class _Parser:
     self.where = where
     self.tokens = _tokenize(text, where)
     self.i = 0
+    self.nesting = 0
+
+  def enter(self, pos: int):
+    self.nesting += 1
+    if self.nesting > _MAX_PARSE_NESTING:
+      raise self.error(f"the expression is nested more than {_MAX_PARSE_NESTING} levels deep "
+                       f"(parentheses, signs, 'not', '**'); simplify it", pos)
 
   def error(self, problem: str, pos: int | None = None):
     if pos is None:
@@ -207,7 +229,10 @@ class _Parser:
   def not_(self) -> Node:
     pos = self.peek()[2]
     if self.accept("not"):
-      return Not(pos, self.not_())
+      self.enter(pos)
+      node = Not(pos, self.not_())
+      self.nesting -= 1
+      return node
     return self.compare()
 
   def compare(self) -> Node:
@@ -269,11 +294,15 @@ class _Parser:
 
   def unary(self) -> Node:
     kind, value, pos = self.peek()
+    self.enter(pos)
     if kind == "op" and value in ("-", "+"):
       self.take()
       x = self.unary()
-      return Neg(pos, x) if value == "-" else x
-    return self.power()
+      node = Neg(pos, x) if value == "-" else x
+    else:
+      node = self.power()
+    self.nesting -= 1
+    return node
 
   def power(self) -> Node:
     node = self.atom()
@@ -344,9 +373,38 @@ def parse(text: str, where: str | None = None) -> Node:
     '>'
   """
   if not isinstance(text, str):
-    raise SpaceError(f"an expression must be a string, got {type(text).__name__} {text!r}",
+    shown = repr(text)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise SpaceError(f"an expression must be a string, got {type(text).__name__} {shown}",
                      where)
-  return _Parser(text, where).parse()
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise SpaceError(f"the expression holds {text[e.start]!r} at column {e.start + 1}, a lone "
+                     f"surrogate that is not text", where) from None
+  if len(text) > MAX_LENGTH:
+    raise SpaceError(f"the expression is {len(text)} characters long, more than the limit of "
+                     f"{MAX_LENGTH}; split it into several constraints", where)
+  node = _Parser(text, where).parse()
+  check_depth(node, text, where)
+  return node
+
+
+def check_depth(node: Node, text: str, where: str | None = None) -> None:
+  """Refuses a tree deeper than `MAX_DEPTH` (walked without recursion).
+
+  Raises:
+    ExprError: at the column of the first node past the limit.
+  """
+  stack = [(node, 1)]
+  while stack:
+    n, depth = stack.pop()
+    if depth > MAX_DEPTH:
+      raise ExprError(f"the expression is more than {MAX_DEPTH} levels deep (parentheses, "
+                      f"signs, 'not', or a chain of more than {MAX_DEPTH} terms joined by "
+                      f"+ - * /); split it into several constraints or simplify it",
+                      text, min(n.pos, max(len(text) - 1, 0)), where)
+    stack.extend((c, depth + 1) for c in children(n))
 
 
 # --------------------------------------------------------------------- utilities

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metatune.space import model
 from metatune.space import yamlio
 from metatune.space.errors import SpaceError
-from metatune.space.space import Space
+
+if TYPE_CHECKING:
+  from metatune.space.space import Space
 
 TOP_KEYS = {"name", "description", "parameters", "constraints", "forbidden"}
 PARAM_KEYS = {"type", "low", "high", "log", "default", "choices", "values", "weights", "when",
@@ -176,6 +178,7 @@ def space_from_node(root: yamlio.Node, source: str) -> Space:
         cons.append(model.Constraint._make(text, mode, f"{item.where}, {key}[{i}]"))
   name = fields["name"].scalar() if "name" in fields else os.path.splitext(
       os.path.basename(source))[0]
+  from metatune.space.space import Space  # pylint: disable=import-outside-toplevel
   return Space(params, cons, name=str(name), source=source)
 
 

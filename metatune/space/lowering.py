@@ -37,6 +37,12 @@ _FUNCS = {
 }
 
 
+def _num(x: jnp.ndarray) -> jnp.ndarray:
+  # A comparison used as a number is 0 or 1 in float32, as in the reference:
+  # jnp adds two bools as a logical or (True + True == True), not 2.
+  return x.astype(jnp.float32) if x.dtype == jnp.bool_ else x
+
+
 def lower(node: ex.Node, index: dict[str, int], atom_inactive: bool) -> Lowered:
   """Mirrors ``reference.evaluate`` with jax.numpy, over the comparable values of a space.
 
@@ -66,14 +72,14 @@ def lower(node: ex.Node, index: dict[str, int], atom_inactive: bool) -> Lowered:
       return lambda v, a: (v[..., i], a[..., i])
     if isinstance(n, ex.Neg):
       fx = go(n.x)
-      return lambda v, a: (lambda x, ok: (-x, ok))(*fx(v, a))
+      return lambda v, a: (lambda x, ok: (-_num(x), ok))(*fx(v, a))
     if isinstance(n, ex.Arith):
       fa, fb, op = go(n.a), go(n.b), _ARITH[n.op]
 
       def arith(v, a):
         xa, oka = fa(v, a)
         xb, okb = fb(v, a)
-        return op(xa, xb), oka & okb
+        return op(_num(xa), _num(xb)), oka & okb
       return arith
     if isinstance(n, ex.Compare):
       fa, fb, op = go(n.a), go(n.b), _CMP[n.op]
@@ -131,7 +137,7 @@ def lower(node: ex.Node, index: dict[str, int], atom_inactive: bool) -> Lowered:
         ok = outs[0][1]
         for _, o in outs[1:]:
           ok = ok & o
-        return fn(*[x for x, _ in outs]), ok
+        return fn(*[_num(x) for x, _ in outs]), ok
       return call
     raise TypeError(n)
 
@@ -146,3 +152,79 @@ def lower_predicate(node: ex.Node, index: dict[str, int], atom_inactive: bool):
     x, ok = fn(v, a)
     return jnp.where(ok, x != 0, atom_inactive)
   return pred
+
+
+def lower_violation(node: ex.Node, index: dict[str, int]):
+  """How far a boolean expression is from true, and from false: a guide for searching.
+
+  Each is 0 exactly where the expression is true (respectively false) and grows
+  with the distance of the comparisons that fail, so a local search can descend
+  it toward a configuration that satisfies a constraint; it mirrors `lower` with
+  comparisons that read an inactive parameter false.
+
+  Args:
+    node: a resolved boolean expression.
+    index: parameter name -> column.
+
+  Returns:
+    ``(values, active) -> (to_true f32[...], to_false f32[...])``.
+  """
+
+  def cost(ok, gap):
+    # 1 per failed comparison, plus a compressed distance, so that
+    # comparisons on very different scales do not swamp one another.
+    return jnp.where(ok, 0.0, 1.0 + jnp.log1p(jnp.maximum(gap, 0.0)))
+
+  def go(n: ex.Node):
+    if isinstance(n, ex.Compare):
+      fa, fb = lower(n.a, index, False), lower(n.b, index, False)
+
+      def compare(v, a):
+        xa, oka = fa(v, a)
+        xb, okb = fb(v, a)
+        known = oka & okb
+        # An inactive side makes the comparison false, and no distance helps.
+        true = known & _CMP[n.op](xa, xb)
+        to_true = {"<": xa - xb, "<=": xa - xb, ">": xb - xa, ">=": xb - xa,
+                   "==": jnp.abs(xa - xb), "!=": jnp.zeros_like(xa)}[n.op]
+        to_false = jnp.abs(xa - xb) if n.op == "!=" else -to_true
+        return (cost(true, jnp.where(known, to_true, 0.0)),
+                cost(~true, jnp.where(known, to_false, 0.0)))
+      return compare
+    if isinstance(n, ex.Member):
+      fx = lower(n.x, index, False)
+      consts = np.asarray([float(c.value) for c in n.values], np.float32)
+
+      def member(v, a):
+        x, ok = fx(v, a)
+        hit = jnp.any(x[..., None] == consts, axis=-1)
+        gap = jnp.where(ok, jnp.min(jnp.abs(x[..., None] - consts), axis=-1), 0.0)
+        true = ok & (hit != n.negate)
+        if n.negate:
+          return cost(true, 0.0), cost(~true, gap)
+        return cost(true, gap), cost(~true, 0.0)
+      return member
+    if isinstance(n, ex.Logic):
+      items = [go(i) for i in n.items]
+
+      def logic(v, a):
+        outs = [f(v, a) for f in items]
+        ts = jnp.stack([t for t, _ in outs])
+        fs = jnp.stack([f for _, f in outs])
+        if n.op == "and":
+          return ts.sum(0), fs.min(0)
+        return ts.min(0), fs.sum(0)
+      return logic
+    if isinstance(n, ex.Not):
+      fx = go(n.x)
+      return lambda v, a: fx(v, a)[::-1]
+    # Anything else (a bool parameter, active(x)) is true where it is known and nonzero.
+    fn = lower(n, index, False)
+
+    def truth(v, a):
+      x, ok = fn(v, a)
+      hit = ok & (x != 0)
+      return cost(hit, 0.0), cost(~hit, 0.0)
+    return truth
+
+  return go(node)

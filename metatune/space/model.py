@@ -5,13 +5,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from typing import Any, Iterable, Sequence
+
+import numpy as np
 
 from metatune.space import expr as ex
 from metatune.space.errors import SpaceError
 
 KINDS = ("float", "int", "categorical", "bool", "ordinal")
 Scalar = str | int | float | bool
+MAX_NAME_LENGTH = 256
+MAX_CHOICES = 10_000
+# The encoding and the checks compute in float32 (see `Space`), so bounds and
+# numeric choices must be float32 numbers: finite, and either 0 or of a normal size.
+F32_MAX = float(np.finfo(np.float32).max)
+F32_TINY = float(np.finfo(np.float32).tiny)
+MAX_INT = 2**53
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _fmt_where(where: str | None, name: str | None = None) -> str:
@@ -67,7 +78,9 @@ def _condition(when: str | ex.Node | None, where: str | None, name: str):
   if when is None:
     return None, None
   if isinstance(when, ex.Node):
-    return when, ex.unparse(when)
+    text = ex.unparse(when)
+    ex.check_depth(when, text, _fmt_where(where, name) + ", condition")
+    return when, text
   return ex.parse(when, _fmt_where(where, name) + ", condition"), when
 
 
@@ -137,7 +150,9 @@ class Constraint:
   @classmethod
   def _make(cls, text, mode, where):
     if isinstance(text, ex.Node):
-      return cls(ex.unparse(text), text, mode, where)
+      unparsed = ex.unparse(text)
+      ex.check_depth(text, unparsed, where)
+      return cls(unparsed, text, mode, where)
     return cls(text, ex.parse(text, where), mode, where)
 
   def label(self) -> str:
@@ -150,18 +165,104 @@ def _is_num(x: Any) -> bool:
   return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+def is_finite(x: int | float) -> bool:
+  """`math.isfinite` that answers False for an int too large for a float instead of raising."""
+  try:
+    return math.isfinite(x)
+  except OverflowError:
+    return False
+
+
+def _f32_number(v: Any, label: str, where: str) -> float:
+  """``v`` as a float that float32 represents (finite, 0 or of normal size), or a SpaceError."""
+  if not _is_num(v):
+    raise SpaceError(f"{label} must be a finite number, got {short(v)}", where)
+  try:
+    f = float(v)
+  except OverflowError:
+    f = math.inf
+  if not math.isfinite(f):
+    raise SpaceError(f"{label} must be a finite number, got {short(v)}", where)
+  if abs(f) > F32_MAX:
+    raise SpaceError(f"{label} {short(v)} is beyond float32's range (about ±3.4e38), which "
+                     f"the encoding uses", where)
+  if f != 0 and abs(f) < F32_TINY:
+    raise SpaceError(f"{label} {short(v)} is closer to 0 than float32 resolves (its smallest "
+                     f"normal number is about 1.2e-38); use 0 or a larger number", where)
+  return f
+
+
+def short(v: Any) -> str:
+  """``repr(v)``, cut to 40 characters: messages quote values that may be huge."""
+  text = repr(v)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_range(p: Param, where: str):
+  """Refuses bounds whose encoding in float32 is degenerate or overflows."""
+  if p.kind == "float":
+    lo, hi = (math.log(p.low), math.log(p.high)) if p.log else (p.low, p.high)
+  else:
+    lo, hi = (math.log(p.low - 0.5), math.log(p.high + 0.5)) if p.log else (p.low, p.high + 1.0)
+  scale = "log " if p.log else ""
+  with np.errstate(over="ignore"):
+    width = np.float32(hi) - np.float32(lo)
+  if not np.isfinite(width):
+    raise SpaceError(f"the width of the range [{p.low}, {p.high}] overflows float32, which the "
+                     f"encoding uses; narrow it (or use log: true for a positive range)", where)
+  if not width > 0:
+    raise SpaceError(f"low ({p.low}) and high ({p.high}) are the same number on a {scale}scale "
+                     f"in float32, which the encoding uses; widen the range", where)
+
+
+def bin_edges(p: Param) -> np.ndarray:
+  """f64[num_choices + 1]: the edges of each choice's bin of the unit interval, from the weights."""
+  w = np.asarray(p.weights if p.weights else [1.0] * p.num_choices, np.float64)
+  w = w / w.max()  # so that weights near float64's maximum do not overflow their sum
+  e = np.concatenate([[0.0], np.cumsum(w / w.sum())])
+  e[-1] = 1.0
+  return e
+
+
+def check_name(name: Any, where: str | None) -> None:
+  if not isinstance(name, str) or not name.strip():
+    raise SpaceError(f"a parameter name must be a non-empty string, got {short(name)}", where)
+  if len(name) > MAX_NAME_LENGTH:
+    raise SpaceError(f"the parameter name {short(name)} is {len(name)} characters long, more "
+                     f"than the limit of {MAX_NAME_LENGTH}", where)
+  if _CONTROL.search(name):
+    raise SpaceError(f"the parameter name {name!r} holds a control character (a newline, tab "
+                     f"or the like)", where)
+  check_text(name, "the parameter name", where)
+
+
+def check_text(text: str, what: str, where: str | None) -> None:
+  """Refuses a string that is not valid Unicode text (a lone surrogate, e.g. from ``"\\ud800"``).
+
+  Such a string cannot be written as UTF-8, so printing it would fail later.
+  """
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise SpaceError(f"{what} {short(text)} holds {text[e.start]!r} at position {e.start}, a "
+                     f"lone surrogate that is not text", where) from None
+
+
 def check_param(p: Param) -> Param:
   """Checks one parameter's own settings and fills in its default."""
-  where = _fmt_where(p.where, p.name if isinstance(p.name, str) else None)
-  if not isinstance(p.name, str) or not p.name.strip():
-    raise SpaceError(f"a parameter name must be a non-empty string, got {p.name!r}", p.where)
+  check_name(p.name, p.where)
+  where = _fmt_where(p.where, p.name)
   if p.kind not in KINDS:
     raise SpaceError(f"unknown kind {p.kind!r}; expected one of {', '.join(KINDS)}", where)
+  if not isinstance(p.log, bool):
+    raise SpaceError(f"log must be true or false, got {short(p.log)}", where)
   default = p.default
   if p.kind in ("float", "int"):
     for label, v in (("low", p.low), ("high", p.high)):
-      if not _is_num(v) or not math.isfinite(v):
-        raise SpaceError(f"{label} must be a finite number, got {v!r}", where)
+      _f32_number(v, label, where)
+      if p.kind == "int" and abs(v) > MAX_INT:
+        raise SpaceError(f"{label} {short(v)} of an int parameter is beyond ±2**53, where "
+                         f"float64 stops counting whole numbers exactly", where)
       if p.kind == "int" and float(v) != int(v):
         raise SpaceError(f"{label} of an int parameter must be a whole number, got {v!r}", where)
     if p.low >= p.high:
@@ -170,11 +271,14 @@ def check_param(p: Param) -> Param:
       raise SpaceError(f"a log-scaled parameter needs low > 0, got low={p.low}", where)
     if p.kind == "int":
       p = dataclasses.replace(p, low=int(p.low), high=int(p.high))
+    _check_range(p, where)
     if default is None:
       mid = math.sqrt(p.low * p.high) if p.log else (p.low + p.high) / 2
-      default = round(mid) if p.kind == "int" else mid
-    if not _is_num(default) or not p.low <= default <= p.high:
-      raise SpaceError(f"default {default!r} is outside [{p.low}, {p.high}]", where)
+      default = round(mid) if p.kind == "int" else min(max(mid, p.low), p.high)
+    if not _is_num(default):
+      raise SpaceError(f"default {short(default)} is not a number", where)
+    if not p.low <= default <= p.high:
+      raise SpaceError(f"default {short(default)} is outside [{p.low}, {p.high}]", where)
     if p.kind == "int" and float(default) != int(default):
       raise SpaceError(f"default {default!r} of an int parameter must be a whole number", where)
     default = int(default) if p.kind == "int" else float(default)
@@ -183,26 +287,53 @@ def check_param(p: Param) -> Param:
       raise SpaceError(f"log scale applies only to float and int, not {p.kind}", where)
     if not p.choices:
       raise SpaceError("choices must not be empty", where)
+    if len(p.choices) > MAX_CHOICES:
+      raise SpaceError(f"{len(p.choices)} choices, more than the limit of {MAX_CHOICES}; a "
+                       f"numeric range (int or float) may fit better", where)
     for c in p.choices:
       if not isinstance(c, str | int | float | bool):
-        raise SpaceError(f"choice {c!r} is not a string, number or bool", where)
-    seen = set()
+        raise SpaceError(f"choice {short(c)} is not a string, number or bool", where)
+      if _is_num(c):
+        _f32_number(c, "choice", where)
+      if isinstance(c, str):
+        check_text(c, "choice", where)
+    seen: dict[Any, Any] = {}
     for c in p.choices:
       key = (type(c) is bool, c)
       if key in seen:
-        raise SpaceError(f"choice {c!r} appears twice", where)
-      seen.add(key)
+        raise SpaceError(f"choice {short(c)} appears twice", where)
+      seen[key] = c
+    if p.is_numeric:
+      # Conditions and constraints compare numeric choices as float32.
+      as32: dict[float, Any] = {}
+      for c in p.choices:
+        k = float(np.float32(c))
+        if k in as32:
+          raise SpaceError(f"choices {as32[k]!r} and {c!r} are the same number in float32, "
+                           f"which the checks use", where)
+        as32[k] = c
     if p.weights is not None:
-      if len(p.weights) != len(p.choices):
-        raise SpaceError(f"{len(p.weights)} weights for {len(p.choices)} choices", where)
+      if not isinstance(p.weights, tuple | list) or len(p.weights) != len(p.choices):
+        count = len(p.weights) if isinstance(p.weights, tuple | list) else short(p.weights)
+        raise SpaceError(f"{count} weights for {len(p.choices)} choices", where)
       # A zero weight would give its choice an empty bin of the unit encoding.
-      if any(not _is_num(w) or w <= 0 or not math.isfinite(w) for w in p.weights):
+      if any(not _is_num(w) or not is_finite(w) or w <= 0 for w in p.weights):
         raise SpaceError(f"weights must be finite and positive (remove a choice that should "
-                         f"never be sampled): {list(p.weights)}", where)
+                         f"never be sampled): {short(list(p.weights))}", where)
+      # Each choice owns a bin of [0, 1) as wide as its share of the weights;
+      # float32 uniform draws resolve about 1e-7, so a share under 1e-6 would
+      # be sampled far more or less often than its weight says.
+      edges = bin_edges(p)
+      narrow = np.flatnonzero(np.diff(edges) < 1e-6)
+      if narrow.size:
+        raise SpaceError(f"the weight of choice {short(p.choices[narrow[0]])} is too small next "
+                         f"to the others (under 1e-6 of the total) for the float32 encoding; "
+                         f"raise it or remove the choice", where)
     if default is None:
       default = p.choices[0]
     if choice_index(p, default) is None:
-      raise SpaceError(f"default {default!r} is not one of {list(p.choices)}", where)
+      raise SpaceError(f"default {short(default)} is not one of {short(list(p.choices))}",
+                       where)
     default = p.choices[choice_index(p, default)]
   return dataclasses.replace(p, default=default)
 
@@ -390,25 +521,34 @@ def resolve_condition(node: ex.Node, text: str, params: dict[str, Param],
 
 
 def dependency_order(params: Sequence[Param], parents: dict[str, list[str]]) -> list[str]:
-  """Orders parameters so that every parent comes before its children (stable), or reports a cycle."""
+  """Orders parameters so that every parent comes before its children (stable), or reports a cycle.
+
+  A depth-first walk with an explicit stack, so that a chain of thousands of
+  conditions does not reach Python's recursion limit.
+  """
   order: list[str] = []
-  state: dict[str, int] = {}
+  state: dict[str, int] = {}  # 1: on the current path, 2: placed
   position = {p.name: i for i, p in enumerate(params)}
-
-  def visit(name: str, stack: list[str]):
-    if state.get(name) == 2:
-      return
-    if state.get(name) == 1:
-      cycle = stack[stack.index(name):] + [name]
-      p = params[position[name]]
-      raise SpaceError("conditions form a cycle: " + " -> ".join(cycle),
-                       _fmt_where(p.where, name))
-    state[name] = 1
-    for parent in parents[name]:
-      visit(parent, stack + [name])
-    state[name] = 2
-    order.append(name)
-
   for p in params:
-    visit(p.name, [])
+    if state.get(p.name) == 2:
+      continue
+    path = [p.name]
+    todo = [iter(parents[p.name])]
+    state[p.name] = 1
+    while todo:
+      parent = next(todo[-1], None)
+      if parent is None:
+        todo.pop()
+        name = path.pop()
+        state[name] = 2
+        order.append(name)
+      elif state.get(parent) == 1:
+        cycle = path[path.index(parent):] + [parent]
+        q = params[position[parent]]
+        raise SpaceError("conditions form a cycle: " + " -> ".join(cycle),
+                         _fmt_where(q.where, parent))
+      elif state.get(parent) != 2:
+        state[parent] = 1
+        path.append(parent)
+        todo.append(iter(parents[parent]))
   return order

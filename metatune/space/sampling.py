@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatune.space import bounds
 from metatune.space.errors import SpaceError
 from metatune.space.space import Space
 
@@ -25,6 +26,9 @@ except ImportError:  # pragma: no cover
   _eager = jax.ensure_compile_time_eval
 
 _POOL_DRAWS = 1 << 15
+_CORNER_DRAWS = 1 << 12
+_SEARCH_STARTS = 256
+_SEARCH_ROUNDS = 300
 _FAIL_PROB = 1e-9
 
 
@@ -32,12 +36,19 @@ _FAIL_PROB = 1e-9
 def feasibility(space: Space) -> tuple[float, np.ndarray, np.ndarray]:
   """Estimates the feasible fraction of the space and keeps a pool of feasible points.
 
+  The pool comes from random draws; when none of them is feasible, from the
+  default configuration, draws at the bounds (each parameter at its low end,
+  its high end or random) and a local search that descends
+  `Space.violation` from the closest draws.
+
   Returns:
-    ``(rate, pool_values f32[P, D], pool_active bool[P, D])``.
+    ``(rate, pool_values f32[P, D], pool_active bool[P, D])``; the rate is
+    below ``1 / 32768`` when no random draw was feasible.
 
   Raises:
-    SpaceError: when no sampled configuration satisfies the constraints; the
-      message names each constraint that is unsatisfiable on its own.
+    SpaceError: when a constraint provably never holds ("unsatisfiable"), or
+      when no configuration was found ("found no valid configuration in N
+      tries"); the message names the constraints that never held.
   """
   # Runs eagerly even when first reached while tracing a caller's jit.
   with _eager():
@@ -49,28 +60,120 @@ def feasibility(space: Space) -> tuple[float, np.ndarray, np.ndarray]:
   ok = ok_each.all(axis=-1)
   pool_u = np.asarray(u)[ok][:1024]
   pool_a = np.asarray(act)[ok][:1024]
-  try:  # The default joins the pool when the jitted check agrees it is feasible.
-    du, da = space.encode(space.default_config())
-    with _eager():
-      if bool(np.asarray(_constraint_ok_jit(space, du[None], da[None])).all()):
-        pool_u = np.concatenate([pool_u, du[None]])
-        pool_a = np.concatenate([pool_a, da[None]])
-  except SpaceError:
-    pass
+  default = _default_point(space)
+  if default is not None:
+    pool_u = np.concatenate([pool_u, default[0]])
+    pool_a = np.concatenate([pool_a, default[1]])
+  if ok.any():
+    return float(ok.mean()), pool_u.astype(np.float32), pool_a
+  _raise_if_provably_unsatisfiable(space)
+  with _eager():
+    found_u, found_a, seen = _search(space, u, act)
+  pool_u, pool_a = np.concatenate([pool_u, found_u]), np.concatenate([pool_a, found_a])
+  ok_each = ok_each | seen
   if not len(pool_u):
+    tries = _POOL_DRAWS + _CORNER_DRAWS + 1 + _SEARCH_STARTS * _SEARCH_ROUNDS
     alone = [c.label() for c, col in zip(space.constraints, ok_each.T) if not col.any()]
     every = "; ".join(c.label() for c in space.constraints)
-    detail = ("; never satisfied on its own: " + "; ".join(alone)) if alone else (
-        f"; each holds somewhere alone, but never all together: {every}")
-    raise SpaceError(f"the constraints are unsatisfiable: none of {_POOL_DRAWS} random "
-                     f"configurations satisfies them{detail}", space.source)
-  rate = max(float(ok.mean()), 1.0 / _POOL_DRAWS)
-  return rate, pool_u.astype(np.float32), pool_a
+    detail = ("; never satisfied, even on its own: " + "; ".join(alone)) if alone else (
+        f"; each holds somewhere on its own, but never all together: {every}")
+    raise SpaceError(f"found no valid configuration in {tries} tries ({_POOL_DRAWS} random, "
+                     f"{_CORNER_DRAWS} at the bounds, the defaults, and a local search of "
+                     f"{_SEARCH_STARTS} x {_SEARCH_ROUNDS} steps): the constraints may be "
+                     f"unsatisfiable, or hold only in a region too small to find{detail}",
+                     space.source)
+  # Random draws (almost) never land in the feasible region: the sampler's
+  # redraws are futile there and it relies on this pool.
+  return 0.5 / _POOL_DRAWS, pool_u.astype(np.float32), pool_a
+
+
+def _default_point(space: Space):
+  """The default configuration as ``(f32[1, D], bool[1, D])`` when it is feasible, else None."""
+  try:
+    du, da = space.encode(space.default_config())
+  except SpaceError:
+    return None
+  with _eager():
+    # Joins the pool only when the jitted check agrees that it is feasible.
+    if bool(np.asarray(_constraint_ok_jit(space, du[None], da[None])).all()):
+      return du[None], da[None]
+  return None
+
+
+def _raise_if_provably_unsatisfiable(space: Space):
+  never = [c for c, node in zip(space.constraints, space._constraint_nodes)
+           if bounds.never_satisfied(space, c, node)]
+  if never:
+    what = "; ".join(f"{c.label()} {'can never hold' if c.mode == 'require' else 'always holds'}"
+                     for c in never)
+    raise SpaceError(f"the constraints are unsatisfiable: {what} within the parameters' "
+                     f"bounds", space.source)
+
+
+def _search(space: Space, u: jax.Array, act: jax.Array):
+  """Looks for feasible configurations at the bounds and by local search from the closest draws.
+
+  Returns:
+    ``(values f32[P, D], active bool[P, D], ok_each bool[C])``: the feasible
+    points found (P may be 0) and which constraints held at least once.
+  """
+  found_u, found_a, ok, seen = _search_jit(space, jax.random.key(7), u, act)
+  ok = np.asarray(ok)
+  return np.asarray(found_u)[ok][:1024], np.asarray(found_a)[ok][:1024], np.asarray(seen)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _search_jit(space: Space, key: jax.Array, u: jax.Array, act: jax.Array):
+  """Draws at the bounds, then a (1+1) local search on `Space.violation` from the closest draws.
+
+  A draw at the bounds puts each coordinate at its low end, its high end or a
+  random value (a third each). The search's steps shrink from 0.3 to 1e-6.
+
+  Returns:
+    ``(values f32[P, D], active bool[P, D], ok bool[P], ok_each bool[C])``:
+    the candidates, whether each is feasible, and which constraints held at
+    least once in the search.
+  """
+  corner_key, pick_key, search_key = jax.random.split(key, 3)
+  r = jax.random.uniform(corner_key, (_CORNER_DRAWS, space.num_params))
+  cu = jnp.where(r < 1 / 3, 0.0, jnp.where(r < 2 / 3, 1.0, jax.random.uniform(pick_key, r.shape)))
+  ca = space.activity(cu)
+  cu = space.canonical(cu, ca)
+  all_u, all_a = jnp.concatenate([u, cu]), jnp.concatenate([act, ca])
+  _, starts = jax.lax.top_k(-space.violation(all_u, all_a), _SEARCH_STARTS)
+  su, sa = all_u[starts], all_a[starts]
+  dims = u.shape[1]
+
+  def body(i, carry):
+    key, u, act, viol, seen = carry
+    key, pick_key, step_key, snap_key, side_key = jax.random.split(key, 5)
+    scale = 0.3 * (1e-6 / 0.3) ** (i / (_SEARCH_ROUNDS - 1))
+    change = jax.random.uniform(pick_key, u.shape) < max(1.0 / dims, 0.2)
+    step = u + scale * jax.random.normal(step_key, u.shape)
+    step = 1.0 - jnp.abs(1.0 - jnp.mod(jnp.abs(step), 2.0))  # reflected into [0, 1]
+    snap = jax.random.uniform(snap_key, u.shape) < 0.05
+    side = (jax.random.uniform(side_key, u.shape) < 0.5).astype(jnp.float32)
+    cand = jnp.where(change, jnp.where(snap, side, step), u)
+    cand_act = space.activity(cand)
+    cand = space.canonical(cand, cand_act)
+    cand_viol = space.violation(cand, cand_act)
+    seen = seen | jnp.any(space.constraint_ok(cand, cand_act), axis=0)
+    better = cand_viol <= viol
+    return (key, jnp.where(better[:, None], cand, u), jnp.where(better[:, None], cand_act, act),
+            jnp.where(better, cand_viol, viol), seen)
+
+  seen = jnp.any(space.constraint_ok(all_u, all_a), axis=0)
+  init = (search_key, su, sa, space.violation(su, sa), seen)
+  _, su, sa, _, seen = jax.lax.fori_loop(0, _SEARCH_ROUNDS, body, init)
+  found_u, found_a = jnp.concatenate([cu, su]), jnp.concatenate([ca, sa])
+  return found_u, found_a, space.feasible(found_u, found_a), seen
 
 
 def _max_rounds(rate: float) -> int:
   if rate >= 1.0:
     return 0
+  if rate < 1.0 / _POOL_DRAWS:
+    return 64  # redraws almost never succeed; the pool of feasible points serves
   return int(min(10_000, math.ceil(math.log(_FAIL_PROB) / math.log1p(-min(rate, 0.999999)))))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 from typing import Any, Iterable, Mapping, Sequence
@@ -21,11 +22,21 @@ import numpy as np
 from metatune.space import expr as ex
 from metatune.space import lowering
 from metatune.space import model
+from metatune.space import program
 from metatune.space import reference
 from metatune.space.errors import SpaceError
 from metatune.space.model import Constraint, Param
 
 KIND_CODE = {"float": 0, "int": 1, "categorical": 2, "bool": 3, "ordinal": 4}
+MAX_PARAMS = 10_000
+MAX_CONSTRAINTS = 1_000
+# Beyond this many conditions (or constraints), or conditions nested deeper, they
+# run as one interpreted program (`metatune.space.program`) instead of one small
+# graph each: XLA's compile time grows with the number of graphs stacked into one
+# array, and with the length of a chain of them (on 2 CPU cores, a chain of 100
+# conditions took 14-41 s to compile, 500 did not finish in 4 minutes).
+_LOWERED_MAX = 64
+_LOWERED_DEPTH = 8
 
 
 class Space:
@@ -51,11 +62,18 @@ class Space:
   def __init__(self, params: Sequence[Param], constraints: Iterable[str | Constraint] = (),
                forbidden: Iterable[str | Constraint] = (), name: str = "space",
                source: str | None = None):
+    if not isinstance(name, str):
+      raise SpaceError(f"the space's name must be a string, got {type(name).__name__}", source)
+    model.check_text(name, "the space's name", source)
     self.name = name
     self.source = source
+    params = list(params)
+    if len(params) > MAX_PARAMS:
+      raise SpaceError(f"{len(params)} parameters, more than the limit of {MAX_PARAMS}", source)
     checked = [model.check_param(p) for p in params]
     if not checked:
       raise SpaceError("a space needs at least one parameter", source)
+    given = {p.name for p in params if p.default is not None}
     by_name: dict[str, Param] = {}
     for p in checked:
       if p.name in by_name:
@@ -89,6 +107,9 @@ class Space:
     cons = [c if isinstance(c, Constraint) else Constraint.require(c, source)
             for c in constraints]
     cons += [c if isinstance(c, Constraint) else Constraint.forbid(c, source) for c in forbidden]
+    if len(cons) > MAX_CONSTRAINTS:
+      raise SpaceError(f"{len(cons)} constraints and forbidden clauses, more than the limit of "
+                       f"{MAX_CONSTRAINTS}", source)
     resolved = []
     for c in cons:
       node = model._Resolver(by_name, c.text, c.where or source).boolean(c.node)
@@ -96,6 +117,7 @@ class Space:
     self.constraints: tuple[Constraint, ...] = tuple(c for c, _ in resolved)
     self._constraint_nodes = tuple(n for _, n in resolved)
     self._build_tables()
+    self._check_defaults(given)
 
   # ----------------------------------------------------------------- metadata
   @property
@@ -136,10 +158,7 @@ class Space:
     self.num_choices = np.array([p.num_choices for p in self.params], np.int32)
     for i, p in enumerate(self.params):
       if p.kind in ("categorical", "bool", "ordinal"):
-        w = np.asarray(p.weights if p.weights else [1.0] * p.num_choices, np.float64)
-        e = np.concatenate([[0.0], np.cumsum(w / w.sum())])
-        e[-1] = 1.0
-        edges[i, :p.num_choices + 1] = e
+        edges[i, :p.num_choices + 1] = model.bin_edges(p)
         if p.is_numeric or p.kind == "bool":
           table[i, :p.num_choices] = [float(c) for c in p.choices]
         else:
@@ -148,6 +167,31 @@ class Space:
     self.mids = (edges[:, :-1] + np.minimum(edges[:, 1:], 1.0)) / 2
     self.choice_table = table
     self.defaults = {p.name: p.default for p in self.params}
+
+  def _check_defaults(self, given: set[str]):
+    """Refuses defaults the user gave that break a constraint together with the other defaults.
+
+    Only constraints that name a parameter with a given default are checked: when
+    every default involved is implied (a midpoint, a first choice), the default
+    configuration is merely not feasible, which the sampler handles.
+    """
+    cfg = self.default_config()
+    comp = {n: self._comparable_py(self.params[self.index[n]], v) for n, v in cfg.items()}
+    lookup = reference.lookup_from(comp)
+    for c, node in zip(self.constraints, self._constraint_nodes):
+      if not all(r in comp for r in ex.names(node, guarded=False)):
+        continue
+      if bool(reference.evaluate(node, lookup, False)) == (c.mode == "require"):
+        continue
+      named = [r for r in ex.names(node) if r in cfg]
+      mine = [r for r in named if r in given]
+      if not mine:
+        continue
+      p = self.params[self.index[mine[0]]]
+      values = ", ".join(f"{r}={cfg[r]!r}" + ("" if r in given else " (its implied default)")
+                         for r in named)
+      raise SpaceError(f"the default {p.default!r} of {p.name!r} breaks {c.label()}; the "
+                       f"default configuration has {values}", model._fmt_where(p.where, p.name))
 
   @functools.cached_property
   def signature(self) -> str:
@@ -220,13 +264,40 @@ class Space:
 
   def activity_from(self, vals: jax.Array, upto: int | None = None) -> jax.Array:
     """`activity` from `comparable` values (of the first ``upto`` parameters only, if given)."""
+    num = self.num_params if upto is None else upto
+    if self._activity_program is not None:
+      return program.run(self._activity_program, vals)[..., :num]
     cols: list[jax.Array] = []
     ones = jnp.ones(vals.shape[:-1], bool)
     preds = self._condition_preds
-    for i in range(self.num_params if upto is None else upto):
+    for i in range(num):
       # Conditions read only parents, which come earlier in dependency order.
       cols.append(ones if preds[i] is None else preds[i](vals, _Columns(cols)))
     return jnp.stack(cols, axis=-1)
+
+  @functools.cached_property
+  def _activity_program(self) -> program.Program | None:
+    num_conditional = sum(c is not None for c in self.conditions)
+    if num_conditional <= _LOWERED_MAX and self.max_depth <= _LOWERED_DEPTH:
+      return None
+    return program.compile_program([(c, i, True) for i, c in enumerate(self.conditions)],
+                                   self.index)
+
+  @functools.cached_property
+  def _constraint_program(self) -> program.Program | None:
+    if len(self.constraints) <= _LOWERED_MAX:
+      return None
+    items = []
+    for i, (c, node) in enumerate(zip(self.constraints, self._constraint_nodes)):
+      # ok = not applies or (holds if required else fails), as in `constraint_ok_from`.
+      ok = node if c.mode == "require" else ex.Not(node.pos, node)
+      refs = ex.names(node, guarded=False)
+      if refs:
+        applies = ex.Logic(node.pos, "and", tuple(ex.Call(node.pos, "active", (ex.Name(0, r),))
+                                                  for r in refs))
+        ok = ex.Logic(node.pos, "or", (ex.Not(node.pos, applies), ok))
+      items.append((ok, i, False))
+    return program.compile_program(items, self.index)
 
   @functools.cached_property
   def _condition_preds(self):
@@ -249,6 +320,9 @@ class Space:
   def constraint_ok_from(self, vals: jax.Array, active: jax.Array,
                          which: Sequence[int] | None = None) -> jax.Array:
     """`constraint_ok` from `comparable` values (of the constraints ``which`` only, if given)."""
+    if self._constraint_program is not None:
+      ok = program.run(self._constraint_program, vals, active)
+      return ok if which is None else ok[..., np.asarray(which, np.int32)]
     outs = []
     preds = self._constraint_preds
     for mode, refs, pred in (preds if which is None else [preds[c] for c in which]):
@@ -264,6 +338,27 @@ class Space:
     """bool[...]: all constraints hold."""
     return jnp.all(self.constraint_ok(u, active), axis=-1)
 
+  @functools.cached_property
+  def _violation_fns(self):
+    fns = []
+    for (mode, refs, _), node in zip(self._constraint_preds, self._constraint_nodes):
+      fns.append((mode, refs, lowering.lower_violation(node, self.index)))
+    return fns
+
+  def violation(self, u: jax.Array, active: jax.Array) -> jax.Array:
+    """f32[...]: how far a configuration is from satisfying the constraints (0 when feasible).
+
+    A guide for searching (see `lowering.lower_violation`), not a measure to report.
+    """
+    vals = self.comparable(u)
+    total = jnp.zeros(vals.shape[:-1], jnp.float32)
+    for mode, refs, fn in self._violation_fns:
+      applies = jnp.all(active[..., refs], axis=-1) if refs.size else True
+      to_true, to_false = fn(vals, active)
+      v = to_true if mode == "require" else to_false
+      total = total + jnp.where(applies, jnp.nan_to_num(v, nan=1e6, posinf=1e6), 0.0)
+    return total
+
   # ---------------------------------------------------------- Python side
   def _comparable_py(self, p: Param, v: Any) -> float:
     if p.kind in ("float", "int"):
@@ -275,15 +370,20 @@ class Space:
 
   def check_value(self, p: Param, v: Any, where: str | None = None) -> Any:
     """Checks and normalizes one value of parameter ``p``; raises SpaceError naming it."""
+    # The common cases first: validating a large space checks millions of values.
+    if p.kind == "float" and type(v) is float and p.low <= v <= p.high:
+      return v
+    if p.kind == "int" and type(v) is int and p.low <= v <= p.high:
+      return v
     loc = model._fmt_where(where, p.name)
     if p.kind in ("float", "int"):
       if isinstance(v, str):
         try:
           v = float(v)
         except ValueError:
-          raise SpaceError(f"expected a number, got {v!r}", loc) from None
-      if not model._is_num(v) or not math.isfinite(v):
-        raise SpaceError(f"expected a finite number, got {v!r}", loc)
+          raise SpaceError(f"expected a number, got {model.short(v)}", loc) from None
+      if not model._is_num(v) or not model.is_finite(v):
+        raise SpaceError(f"expected a finite number, got {model.short(v)}", loc)
       if p.kind == "int":
         if float(v) != int(v):
           raise SpaceError(f"expected a whole number, got {v!r}", loc)
@@ -295,7 +395,8 @@ class Space:
     if idx is None and model._is_num(v):
       idx = next((i for i, c in enumerate(p.choices) if model._is_num(c) and c == v), None)
     if idx is None:
-      raise SpaceError(f"value {v!r} is not one of {list(p.choices)}", loc)
+      raise SpaceError(f"value {model.short(v)} is not one of {model.short(list(p.choices))}",
+                       loc)
     return p.choices[idx]
 
   def validate(self, config: Mapping[str, Any], where: str | None = None) -> dict[str, Any]:
@@ -376,20 +477,21 @@ class Space:
     active = np.asarray(active, bool)
     comp = np.asarray(jax.device_get(_comparable_jit(self, values)), np.float64)
     idx = np.asarray(jax.device_get(_choice_index_jit(self, values)))
-    out = []
-    for n in range(values.shape[0]):
-      cfg: dict[str, Any] = {}
-      for i, p in enumerate(self.params):
-        if not active[n, i]:
-          continue
-        if p.kind == "float":
-          cfg[p.name] = float(np.clip(comp[n, i], p.low, p.high))
-        elif p.kind == "int":
-          cfg[p.name] = int(comp[n, i])
-        else:
-          cfg[p.name] = p.choices[int(idx[n, i])]
-      out.append(cfg)
-    return out
+    # Column by column in numpy, then rows as dicts of the active entries: a
+    # Python loop over every value took minutes on a 10,000-parameter space.
+    cols = []
+    for i, p in enumerate(self.params):
+      if p.kind == "float":
+        cols.append(np.clip(comp[:, i], p.low, p.high).tolist())
+      elif p.kind == "int":
+        cols.append([int(v) for v in comp[:, i].tolist()])
+      else:
+        choices = np.empty(p.num_choices, object)
+        choices[:] = list(p.choices)
+        cols.append(choices[idx[:, i]].tolist())
+    names = self.names
+    return [dict(itertools.compress(zip(names, row), act))
+            for row, act in zip(zip(*cols), active.tolist())]
 
   def default_config(self) -> dict[str, Any]:
     """The defaults of the parameters that are active when every parameter takes its default."""
@@ -408,6 +510,11 @@ class Space:
     for n in self.names:
       out[n] = 1 + max((out[p] for p in self.parents[n]), default=-1)
     return out
+
+  @functools.cached_property
+  def max_depth(self) -> int:
+    """The longest chain of conditions (0 when no parameter is conditional)."""
+    return max(self.depth().values())
 
 
 class _Columns:

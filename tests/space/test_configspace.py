@@ -19,8 +19,10 @@ ALL_KINDS = {
         {"name": "size", "type": "ordinal", "sequence": ["s", "m", "l"], "default": "m"},
         {"name": "k", "type": "categorical", "choices": [1, 2, 3], "default": 1},
         {"name": "const", "type": "constant", "value": "fixed"},
+        # Not 0.5: with y's default it would break the forbidden 'y == z' below, which
+        # ConfigSpace itself refuses (ForbiddenValueError), and so does metatune.
         {"name": "z", "type": "normal_float", "mu": 0.5, "sigma": 0.1, "lower": 0.0,
-         "upper": 1.0, "default": 0.5},
+         "upper": 1.0, "default": 0.4},
         {"name": "c_eq", "type": "uniform_float", "lower": 0, "upper": 1, "default": 0.5},
         {"name": "c_neq", "type": "uniform_float", "lower": 0, "upper": 1, "default": 0.5},
         {"name": "c_lt", "type": "uniform_float", "lower": 0, "upper": 1, "default": 0.5},
@@ -99,7 +101,7 @@ def test_unknown_kinds_are_clear_errors():
     io.loads(json.dumps(bad, indent=1), "x.json")
   bad = {"hyperparameters": [{"name": "x", "type": "uniform_float", "lower": 0, "upper": 1}],
          "conditions": [{"child": "x", "parent": "q", "type": "EQ", "value": 1}]}
-  with pytest.raises(SpaceError, match="unknown parameter 'q'"):
+  with pytest.raises(SpaceError, match="unknown hyperparameter 'q'"):
     io.loads(json.dumps(bad), "x.json")
   bad["conditions"] = [{"child": "x", "parent": "x", "type": "XOR", "value": 1}]
   with pytest.raises(SpaceError, match="unknown condition type 'XOR'"):
@@ -144,3 +146,81 @@ def test_rbv2_xgboost_booster_conditions(data_dir):
   boosters = {c["booster"] for c in configs}
   assert boosters == {"gblinear", "gbtree", "dart"}
   np.testing.assert_array_equal(np.asarray(values)[~np.asarray(active)], 0.0)
+
+
+_X = {"name": "x", "type": "uniform_float", "lower": 0, "upper": 1}
+_C = {"name": "c", "type": "categorical", "choices": ["a", "b"]}
+_H, _H1 = ("hyperparameters", 0), ("hyperparameters", 1)
+_COND, _FORB = ("conditions", 0), ("forbiddens", 0)
+
+
+def _cond(**c):
+  return {"hyperparameters": [_X, _C], "conditions": [{"child": "x", **c}]}
+
+
+@pytest.mark.parametrize("doc, line, phrase", [
+    ({"hyperparameters": [1, "x", None]}, _H, "a hyperparameter must be a JSON object, got 1"),
+    ({"hyperparameters": [{"type": "uniform_float"}]}, _H, "hyperparameter has no 'name'"),
+    ({"hyperparameters": [{"name": 3, "type": "uniform_float"}]}, _H, "'name' must be a string"),
+    ({"hyperparameters": [{"name": "x"}]}, _H, "'x': hyperparameter has no 'type'"),
+    ({"hyperparameters": [{**_X, "lower": "a"}]}, _H, "'lower' must be a number, got 'a'"),
+    ({"hyperparameters": [{**_X, "type": "uniform_int", "lower": 1.5}]}, _H, "whole number"),
+    ({"hyperparameters": [{**_X, "log": "yes"}]}, _H, "'log' must be true or false"),
+    ({"hyperparameters": [{**_C, "choices": "ab"}]}, _H, "'choices' must be a list"),
+    ({"hyperparameters": [{**_C, "choices": [None, {}]}]}, _H, "choice None is not a string"),
+    ({"hyperparameters": [{**_C, "weights": 3}]}, _H, "'weights' must be a list of numbers"),
+    ({"hyperparameters": [{**_C, "weights": [1]}]}, _H, "1 weights for 2 choices"),
+    ({"hyperparameters": [{"name": "o", "type": "ordinal", "sequence": []}]}, _H,
+     "must not be empty"),
+    ({"hyperparameters": [{"name": "k", "type": "constant", "value": [1]}]}, _H,
+     "expected a string, number or bool, got [1]"),
+    ({"hyperparameters": {"x": _X}}, ("hyperparameters", None), "'hyperparameters' must be a list"),
+    ({"hyperparameters": [_X], "conditions": "abc"}, ("conditions", None),
+     "'conditions' must be a list"),
+    ({"hyperparameters": [_X], "conditions": [5]}, _COND, "a condition must be a JSON object"),
+    ({"hyperparameters": [_X], "conditions": [{"type": "EQ", "parent": "x", "value": 1}]}, _COND,
+     "condition has no 'child'"),
+    ({"hyperparameters": [_X], "conditions": [{"child": ["x"], "type": "EQ"}]}, _COND,
+     "'child' must be a parameter name"),
+    (_cond(child="y", type="EQ", parent="c", value="a"), _COND,
+     "condition on unknown hyperparameter 'y'"),
+    (_cond(type="EQ", parent="cc", value="a"), _COND,
+     "unknown hyperparameter 'cc' (did you mean 'c'?)"),
+    (_cond(type="EQ", parent="c"), _COND, "has no 'value'"),
+    (_cond(type="EQ", parent="c", value={"a": 1}), _COND, "expected a string, number or bool"),
+    (_cond(type="IN", parent="c", values=[]), _COND, "'values' must not be empty"),
+    (_cond(type="AND", conditions=4), _COND, "'conditions' must be a list"),
+    (_cond(type="XOR", parent="c", value="a"), _COND, "unknown condition type 'XOR'"),
+    (_cond(type=["EQ"], parent="c", value="a"), _COND, "'type' must be a string"),
+    ({"hyperparameters": [_X], "forbiddens": {"a": 1}}, ("forbiddens", None),
+     "'forbiddens' must be a list"),
+    ({"hyperparameters": [_X], "forbiddens": [{"type": "EQUALS", "name": "y", "value": 1}]},
+     _FORB, "EQUALS names unknown hyperparameter 'y'"),
+    ({"hyperparameters": [_X], "forbiddens": [{"type": "RELATION", "left": "x", "right": "x",
+                                               "lambda": None}]}, _FORB, "unknown relation None"),
+    ({"hyperparameters": [_X], "forbiddens": [{"type": "NAND"}]}, _FORB,
+     "unknown forbidden type 'NAND'"),
+    ({"hyperparameters": [_X, _X]}, _H1, "duplicate parameter name 'x' (first defined at"),
+    ({"hyperparameters": [{**_X, "default": 0.9}],
+      "forbiddens": [{"type": "EQUALS", "name": "x", "value": 0.9}]}, _H,
+     "default 0.9 of 'x' breaks"),
+])
+def test_malformed_configspace_entries_are_located_errors(doc, line, phrase):
+  """Entries of the wrong shape once escaped as TypeError/KeyError/ValueError tracebacks."""
+  text = json.dumps(doc, indent=1)
+  with pytest.raises(SpaceError) as info:
+    io.loads(text, "cs.json")
+  msg = str(info.value)
+  assert msg.startswith(f"cs.json:{_line_of(text, *line)}"), msg
+  assert phrase in msg, msg
+
+
+def _line_of(text: str, section: str, index: int | None) -> int:
+  """The line of ``section`` (index None) or of its item ``index``, in indented JSON."""
+  lines = text.splitlines()
+  at = next(i for i, l in enumerate(lines) if l.startswith(f' "{section}": '))
+  if index is None:
+    return at + 1
+  starts = [i for i, l in enumerate(lines) if i > at and l.startswith("  ") and
+            not l.startswith("   ") and not l.lstrip().startswith(("}", "]"))]
+  return starts[index] + 1

@@ -7,10 +7,11 @@ Every test checks the error type *and* that the message names the parameter
 from __future__ import annotations
 
 import jax
+import numpy as np
 import pytest
 
-from metatune.space import (Bool, Categorical, Float, Int, Ordinal, Space, SpaceError,
-                            feasibility, sample)
+from metatune.space import (Bool, Categorical, Constraint, Float, Int, Ordinal, Space,
+                            SpaceError, feasibility, sample)
 
 
 def _raises(fn, *phrases: str) -> SpaceError:
@@ -309,3 +310,127 @@ def test_constraints_unsatisfiable_together_names_them():
                 forbidden=["x > 0.5"])
   _raises(lambda: sample(jax.random.key(0), space, 8), "unsatisfiable", "never all together",
           "constraint 'x > 0.6'", "forbidden clause 'x > 0.5'")
+
+
+# ------------------------------------------------- float32 bounds (#15, item 2)
+@pytest.mark.parametrize("make, phrase", [
+    (lambda: Float("x", -1e308, 1e308), "low -1e+308 is beyond float32's range"),
+    (lambda: Float("x", 0.0, 1e39), "high 1e+39 is beyond float32's range"),
+    (lambda: Int("n", 0, 10**400), "high must be a finite number, got 1000000"),
+    (lambda: Int("n", 0, 10**20), "beyond ±2**53"),
+    (lambda: Float("x", 1e-300, 1.0, log=True), "closer to 0 than float32 resolves"),
+    (lambda: Float("x", -3e38, 3e38), "width of the range"),
+    (lambda: Float("x", 1.0, 1.0 + 1e-12), "same number on a scale in float32"),
+    (lambda: Float("x", 1e6, 1e6 * (1 + 1e-12), log=True), "same number on a log scale"),
+    (lambda: Ordinal("x", [1.0, 1.0 + 1e-12]), "the same number in float32"),
+    (lambda: Categorical("x", [1e39, 2]), "choice 1e+39 is beyond float32's range"),
+    (lambda: Categorical("x", ["a", "b"], weights=[1e-30, 1.0]),
+     "weight of choice 'a' is too small"),
+], ids=["huge-low", "huge-high", "int-beyond-float64", "int-beyond-2**53", "tiny-log-low",
+        "width-overflow", "equal-in-float32", "equal-logs", "equal-choices", "huge-choice",
+        "tiny-weight"])
+def test_bounds_the_float32_encoding_cannot_represent_are_refused(make, phrase):
+  """[-1e308, 1e308] once passed and `space sample` wrote {"x": NaN}."""
+  err = _raises(lambda: Space([make()]), phrase)
+  assert "parameter 'x'" in str(err) or "parameter 'n'" in str(err)
+
+
+def test_widest_float32_range_samples_finite_json():
+  import json  # pylint: disable=import-outside-toplevel
+  space = Space([Float("x", -1e38, 1e38), Float("y", 1e-37, 3e38, log=True),
+                 Int("n", -2**53, 2**53)])
+  values, active = jax.jit(lambda k: sample(k, space, 64))(jax.random.key(0))
+  for cfg in space.decode_batch(values, active):
+    json.dumps(cfg, allow_nan=False)
+    space.validate(cfg)
+
+
+def test_huge_weights_keep_their_ratios():
+  """Weights near float64's maximum overflowed their sum (every bin became empty)."""
+  space = Space([Categorical("x", ["a", "b"], weights=[1e308, 1e308])])
+  np.testing.assert_allclose(space.edges[0, :3], [0.0, 0.5, 1.0])
+
+
+# ----------------------------------------- feasible spaces are found (item 3)
+def test_feasible_corner_is_found_not_declared_impossible():
+  """x = y = 1 satisfies both, but no random draw does: once 'unsatisfiable'."""
+  space = Space([Float("x", 0.0, 1.0), Float("y", 0.0, 1.0)],
+                constraints=["x > 0.99999", "y > 0.99999"])
+  values, active = jax.jit(lambda k: sample(k, space, 16))(jax.random.key(0))
+  for cfg in space.decode_batch(values, active):
+    space.validate(cfg)
+    assert cfg["x"] > 0.99999 and cfg["y"] > 0.99999
+
+
+@pytest.mark.slow
+def test_local_search_finds_a_narrow_interior_region():
+  space = Space([Float("x", 0.0, 1.0), Float("y", 0.0, 1.0), Int("n", 1, 8)],
+                constraints=["abs(x - 0.3) < 1e-5", "abs(y - 0.7) < 1e-5"])
+  values, active = jax.jit(lambda k: sample(k, space, 16))(jax.random.key(0))
+  for cfg in space.decode_batch(values, active):
+    space.validate(cfg)
+
+
+def test_search_failure_says_a_configuration_may_exist():
+  space = Space([Float("x", 0.0, 1.0), Int("n", 1, 4)], constraints=["x > 0.6"],
+                forbidden=["x > 0.5"])
+  err = _raises(lambda: feasibility(space), "found no valid configuration in", "tries",
+                "may be unsatisfiable", "never all together")
+  assert "the constraints are unsatisfiable" not in str(err)
+
+
+# -------------------------------------------------- defaults (#15, item 4a)
+def test_given_default_that_breaks_a_constraint_is_an_error():
+  _raises(lambda: Space([Float("x", 0.0, 1.0, default=0.9, where="d.yaml:2")],
+                        constraints=["x < 0.5"]),
+          "d.yaml:2", "parameter 'x'", "default 0.9 of 'x' breaks constraint 'x < 0.5'")
+
+
+def test_given_default_in_a_forbidden_combination_is_an_error():
+  _raises(lambda: Space([Categorical("opt", ["sgd", "adam"], default="sgd"),
+                         Float("lr", 1e-4, 1.0, log=True, default=0.5)],
+                        forbidden=["opt == 'sgd' and lr > 0.3"]),
+          "default 'sgd' of 'opt' breaks forbidden clause", "lr=0.5")
+
+
+def test_default_breaking_a_constraint_with_an_implied_default_names_both():
+  err = _raises(lambda: Space([Float("x", 0.0, 1.0, default=0.9), Float("y", 0.0, 1.0)],
+                              constraints=["x + y < 1"]),
+                "default 0.9 of 'x'", "y=0.5 (its implied default)")
+  assert "x=0.9" in str(err)
+
+
+def test_implied_defaults_may_break_a_constraint():
+  """Midpoints and first choices are not the user's claim; the sampler finds valid points."""
+  space = Space([Float("x", 0.0, 1.0), Float("y", 0.0, 1.0)], constraints=["x + y < 0.5"])
+  assert space.default_config() == {"x": 0.5, "y": 0.5}
+
+
+def test_default_of_an_inactive_parameter_is_not_checked_against_constraints():
+  """As in ConfigSpace: a conditional parameter's default is its value when active."""
+  space = Space([Categorical("opt", ["sgd", "adam"], default="adam"),
+                 Float("m", 0.0, 1.0, default=0.9, when="opt == 'sgd'")],
+                constraints=["m < 0.95"])
+  assert space.default_config() == {"opt": "adam"}
+
+
+# ------------------------------------------------ expression limits (item 6)
+@pytest.mark.parametrize("text, phrase", [
+    ("(" * 150 + "x" + ")" * 150 + " > 0.5", "nested more than 50 levels deep"),
+    ("-" * 3000 + "x > 0", "nested more than 50 levels deep"),
+    ("not " * 1000 + "x > 0", "nested more than 50 levels deep"),
+    ("**".join(["x"] * 1000) + " > 0", "nested more than 50 levels deep"),
+    (" + ".join(["x"] * 101) + " > 0", "more than 100 levels deep"),
+    (" + ".join(["x"] * 100_000) + " > 0", "characters long, more than the limit of 10000"),
+], ids=["parens-150", "signs-3000", "not-1000", "power-1000", "sum-101", "sum-100k"])
+def test_expressions_past_the_limits_are_located_errors(text, phrase):
+  """Each once ended in a RecursionError traceback (in the parser or a later tree walk)."""
+  _raises(lambda: Space([Float("x", 0.0, 1.0)],
+                        constraints=[Constraint.require(text, "e.yaml:4")]), "e.yaml:4", phrase)
+
+
+def test_expressions_at_the_limits_work():
+  text = "(" * 40 + "x" + ")" * 40 + " + " + " + ".join(["x"] * 97) + " >= 0"
+  space = Space([Float("x", 0.0, 1.0)], constraints=[text])
+  values, active = jax.jit(lambda k: sample(k, space, 4))(jax.random.key(0))
+  assert all(space.validate(c) for c in space.decode_batch(values, active))
