@@ -191,6 +191,9 @@ def _output(path: str):
   except OSError as e:
     raise UsageError(f"--out {path}: cannot write in {folder}: {e.strerror or e}") from None
   try:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       yield f
     os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """``metatune space check/sample``: the tree printout, streaming in chunks, limits, clear errors."""
 
 import json
+import os
 
 import pytest
 
@@ -59,9 +60,16 @@ def test_sample_streams_in_chunks_with_progress(space_file, tmp_path, capsys, mo
   s = io.load(space_file)
   for r in rows:
     assert s.validate(r) == r
+  assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # like any file the user writes
   again = tmp_path / "d.jsonl"
   assert cli.main(["space", "sample", str(space_file), "--num", "250", "--out", str(again)]) == 0
   assert again.read_text() == out.read_text()
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def test_one_chunk_is_the_plain_sampler(space_file):
