@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
       if fam.space.signature == space.signature:
         code = jnp.asarray(fam.instance_code(fam.splits()["heldout_dataset"][0]), jnp.int32)
         add("YAHPO rbv2_xgboost network (the real task)",
-            lambda k, p, c: fam.evaluate(wrap(k), p, c).objective,
+            lambda k, p, c: fam.metrics(wrap(k), p, c).objective,
             (jax.random.key_data(jax.random.key(8)), points, code))
         yahpo_note = ""
       else:

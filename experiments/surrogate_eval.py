@@ -147,12 +147,12 @@ def _yahpo_real(family, task_ids):
   codes = jnp.asarray([family.instance_code(t) for t in task_ids], jnp.int32)
 
   def clean(code, points):
-    m = family.evaluate(zero_key, points, code)
+    m = family.metrics(zero_key, points, code)
     return jnp.where(m.failed, jnp.nan, m.objective)
 
   def evaluate(key, code, points):
     del key  # the YAHPO surrogate is deterministic
-    m = family.evaluate(zero_key, points, code)
+    m = family.metrics(zero_key, points, code)
     return Evaluation.of(m.objective, m.failed)
 
   return clean, evaluate, codes

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from metatune.evaluation import evaluate_tuners, summary_rows
+from metatune.tasks.regret import evaluate_tuners, summary_rows
 from metatune.meta.config import meta_config
 from metatune.meta.train import meta_train
 from metatune.meta.tuner import policy_tuner

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune import __version__
-from metatune.evaluation import evaluate_tuners, summary_rows
+from metatune.tasks.regret import evaluate_tuners, summary_rows
 from metatune.meta import compat
 from metatune.meta import prior as prior_io
 from metatune.meta.errors import PriorError

@@ -251,7 +251,7 @@ def family_table(key: jax.Array, family, task_ids: Sequence[str], num_configs: i
 
     @jax.jit
     def run(key, u, a):
-      metrics = jax.vmap(lambda c, uu, aa: family.evaluate(key, Points(uu, aa), c))(codes, u, a)
+      metrics = jax.vmap(lambda c, uu, aa: family.metrics(key, Points(uu, aa), c))(codes, u, a)
       return metrics.objective, metrics.failed
 
     for j, lo in enumerate(chunks):

@@ -161,3 +161,62 @@ def split_lists(ids: Sequence[str], fractions: Sequence[float], seed: int = 0) -
     out.append(order[start:end])
     start = end
   return out
+
+
+SPLIT_HELP = ("option 'split' must be {fractions: [meta_train, meta_valid, heldout_dataset"
+              "(, heldout_model)], seed: N} or explicit lists {meta_train: [task, ...], ...}")
+
+
+def configured_splits(ids: Sequence[str], option: Any = None,
+                      default: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+                      ) -> dict[str, list[str]]:
+  """A family's splits from its ``split`` option (see `SPLIT_HELP`), every split key present.
+
+  Args:
+    ids: every task id of the family.
+    option: None (``default`` fractions with ``seed``), ``{"fractions": [...],
+      "seed": N}`` (3 or 4 fractions summing to 1: meta_train, meta_valid,
+      heldout_dataset and optionally heldout_model), or explicit lists per split
+      (tasks may appear in one split at most; unlisted tasks are in none).
+
+  Raises:
+    ValueError: naming the bad entry (an unknown task, a task in two splits, bad fractions).
+  """
+  if option is None:
+    option = {"fractions": list(default), "seed": seed}
+  if not isinstance(option, Mapping):
+    raise ValueError(f"{SPLIT_HELP}; got {option!r}")
+  out = {name: [] for name in SPLITS}
+  if "fractions" in option:
+    extra = set(option) - {"fractions", "seed"}
+    if extra:
+      raise ValueError(f"{SPLIT_HELP}; unknown key(s) {sorted(extra)}")
+    fr = option["fractions"]
+    split_seed = option.get("seed", seed)
+    if (not isinstance(fr, Sequence) or len(fr) not in (3, 4) or not all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and f >= 0 for f in fr)
+        or abs(sum(fr) - 1.0) > 1e-6):
+      raise ValueError(f"option 'split': fractions must be 3 or 4 non-negative numbers summing "
+                       f"to 1, got {fr!r}")
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+      raise ValueError(f"option 'split': seed must be an integer, got {split_seed!r}")
+    for name, group in zip(SPLITS, split_lists(ids, fr, split_seed)):
+      out[name] = group
+    return out
+  known, seen = set(ids), {}
+  for name, tasks in option.items():
+    if name not in SPLITS:
+      raise ValueError(f"option 'split': unknown split {name!r}; splits are {', '.join(SPLITS)}")
+    if not isinstance(tasks, Sequence) or isinstance(tasks, str):
+      raise ValueError(f"option 'split': {name} must be a list of task ids, got {tasks!r}")
+    for t in tasks:
+      t = str(t)
+      if t not in known:
+        close = sorted(known, key=lambda k: (len(set(k) ^ set(t)), k))[:3]
+        raise ValueError(f"option 'split': {name} names task {t!r}, which the family does not "
+                         f"have (e.g. {', '.join(close)})")
+      if t in seen:
+        raise ValueError(f"option 'split': task {t!r} is in both {seen[t]} and {name}")
+      seen[t] = name
+      out[name].append(t)
+  return out

@@ -158,6 +158,10 @@ class SyntheticFamily(TaskFamily):
     """The parameters of task ``synthetic-{index:04d}`` (jittable in ``index``)."""
     return self.sample(jax.random.fold_in(jax.random.key(self.config.seed), index))
 
+  def all_task_ids(self) -> list[str]:
+    """Every task, in the order `task_params` indexes them."""
+    return [f"synthetic-{i:04d}" for i in range(self.config.num_tasks)]
+
   def task_indices(self, split: str) -> np.ndarray:
     """i32[N]: the indices of the tasks of a split (see `task_params`)."""
     return np.asarray([numbered_task(self.name, "synthetic", t, self.config.num_tasks)

@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from metatune.space import Space, expr, io
-from metatune.tasks.base import REASON_CODE, Fidelity, Metrics, Task, TaskFamily, split_lists
-from metatune.tuners.base import Points
+from metatune.tasks.base import (REASON_CODE, Fidelity, Metrics, Task, TaskFamily,
+                                 configured_splits)
+from metatune.tasks.reference import task_reference
+from metatune.tuners.base import Evaluation, Points
 
 
 class Objective(NamedTuple):
@@ -94,7 +96,7 @@ SCENARIOS: dict[str, Scenario] = {
         default_objective="mmce"),
 }
 
-OPTIONS = ("scenario", "objective", "fidelity", "seed")
+OPTIONS = ("scenario", "objective", "fidelity", "seed", "split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,11 +109,13 @@ class YahpoConfig:
     fidelity: ``(name, value)`` pairs overriding the fixed fidelities (default:
       each at its maximum); lcbench's ``epoch`` is the curve axis and is not fixed.
     seed: of the task split.
+    split: the ``split`` option (`configured_splits`): None for 70/15/15 with ``seed``.
   """
   scenario: str
   objective: str | None = None
   fidelity: tuple[tuple[str, float], ...] = ()
   seed: int = 0
+  split: Any = None
 
 
 def scenario_dir(data_dir: str | os.PathLike, scenario: str) -> pathlib.Path:
@@ -161,7 +165,10 @@ class YahpoFamily(TaskFamily):
   Cost is the predicted training time in seconds (lcbench ``time`` at the last
   epoch, else ``timetrain``). The surrogate is deterministic: ``key`` is unused.
   Tasks (``lcbench/3945``) split 70/15/15 into meta-train, meta-validation and
-  held-out datasets; a scenario has one learner, so ``heldout_model`` is empty.
+  held-out datasets unless the ``split`` option says otherwise; a scenario has
+  one learner, so ``heldout_model`` is empty. As an environment (``task_params``,
+  ``clean``, ``evaluate``, ``reference``) a task is its instance code, so
+  meta-training and the evaluation harness compile once for every task.
 
   Example:
     >>> fam = YahpoFamily(YahpoConfig("rbv2_xgboost"), data_dir)  # doctest: +SKIP
@@ -198,6 +205,9 @@ class YahpoFamily(TaskFamily):
       p = full.params[full.index[sc.curve_param]]
       self.fidelity = Fidelity(sc.curve_param, tuple(float(v) for v in range(p.low, p.high + 1)))
     self._build_tables()
+    self._codes = np.asarray([int(self.encoding[sc.instance][i]) for i in self.instances],
+                             np.int32)
+    self._splits = configured_splits(self.all_task_ids(), config.split, seed=config.seed)
 
   def _fixed_values(self, full: Space, overrides: dict[str, float]) -> dict[str, float]:
     sc = self.scenario
@@ -277,7 +287,7 @@ class YahpoFamily(TaskFamily):
     out = self.net(x_cat.reshape(b * f, -1), x_cont.reshape(b * f, -1))[0]
     return out.reshape(b, f, -1)
 
-  def evaluate(self, key: jax.Array, points: Points, instance: jax.Array) -> Metrics:
+  def metrics(self, key: jax.Array, points: Points, instance: jax.Array) -> Metrics:
     """Metrics of a batch on one instance (an i32 code, so tasks ``vmap`` as data)."""
     del key  # deterministic surrogate
     out = self.predict(points, instance)
@@ -301,10 +311,38 @@ class YahpoFamily(TaskFamily):
     return f"{self.config.scenario}/{instance}"
 
   def splits(self) -> dict[str, list[str]]:
-    ids = [self.task_id(i) for i in self.instances]
-    train, valid, held = split_lists(ids, (0.7, 0.15, 0.15), self.config.seed)
-    return {"meta_train": train, "meta_valid": valid, "heldout_dataset": held,
-            "heldout_model": []}
+    return self._splits
+
+  # ------------------------------------------- as a jittable environment
+  # The methods meta-training and the evaluation harness use (as on the synthetic family):
+  # a task is its instance code, so tasks are data and one compiled function serves all.
+  def task_params(self, index: jax.Array) -> jax.Array:
+    """i32[]: the instance code of task ``index`` (a position in `all_task_ids`)."""
+    return jnp.asarray(self._codes)[index]
+
+  def all_task_ids(self) -> list[str]:
+    """Every task of the scenario, in the order `task_params` indexes them."""
+    return [self.task_id(i) for i in self.instances]
+
+  def task_indices(self, split: str) -> np.ndarray:
+    """i32[N]: the indices of a split's tasks (see `task_params`)."""
+    pos = {t: i for i, t in enumerate(self.all_task_ids())}
+    return np.asarray([pos[t] for t in self.task_ids(split)], np.int32)
+
+  def clean(self, task: jax.Array, points: Points) -> jax.Array:
+    """f32[B]: the objective (the surrogate is noise-free), NaN where the evaluation failed."""
+    m = self.metrics(jax.random.key(0), points, task)
+    return jnp.where(m.failed, jnp.nan, m.objective)
+
+  def evaluate(self, key: jax.Array, task: jax.Array, points: Points) -> Evaluation:
+    """What a tuner sees of a batch on the task with instance code ``task``."""
+    m = self.metrics(key, points, task)
+    return Evaluation.of(m.objective, m.failed)
+
+  def reference(self, key: jax.Array, task: jax.Array, num: int = 4096, refine: int = 20
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Estimates ``(optimum, median, worst)`` of a task (see `task_reference`)."""
+    return task_reference(key, self, task, num, refine)
 
   def instance_code(self, task_id: str) -> int:
     """The ``encoding.json`` code of a task's instance; ValueError for an unknown task."""
@@ -324,7 +362,7 @@ class YahpoFamily(TaskFamily):
 
 
 def _evaluate_task(family: YahpoFamily, code: int, key: jax.Array, points: Points) -> Metrics:
-  return family.evaluate(key, points, jnp.asarray(code, jnp.int32))
+  return family.metrics(key, points, jnp.asarray(code, jnp.int32))
 
 
 def make_family(options: Mapping[str, Any], data_dir: str | os.PathLike | None) -> YahpoFamily:
@@ -367,5 +405,5 @@ def make_family(options: Mapping[str, Any], data_dir: str | os.PathLike | None) 
   if data_dir is None:
     raise ValueError("the yahpo family needs a data folder (data_dir, e.g. METATUNE_DATA_DIR)")
   config = YahpoConfig(scenario, objective, tuple(sorted(
-      (str(k), float(v)) for k, v in fidelity.items())), seed)
+      (str(k), float(v)) for k, v in fidelity.items())), seed, options.get("split"))
   return YahpoFamily(config, data_dir)

@@ -156,7 +156,7 @@ def test_family_contract(family):
   u, a = _points(family, 8)
   poisoned = u.at[1, 0].set(jnp.nan)  # a NaN input in configuration 1
   codes = [family.instance_code(t) for t in family.task_ids("meta_train")[:2]]
-  run = lambda key, points, code: (family.evaluate(key, points, code),
+  run = lambda key, points, code: (family.metrics(key, points, code),
                                    family.predict(points, code))
   keys = jax.random.split(jax.random.key(4), 3)
   batched = Points(jnp.stack([u, poisoned, u]), jnp.stack([a, a, a]))
@@ -192,7 +192,7 @@ def _fake_net(num_targets, bad_row=None):
 
 @pytest.mark.data
 def test_task_interface_under_jit_and_vmap(family, monkeypatch):
-  """``Task.evaluate`` is ``family.evaluate`` with the instance bound (stand-in surrogate)."""
+  """``Task.evaluate`` is ``family.metrics`` with the instance bound (stand-in surrogate)."""
   monkeypatch.setattr(family, "net", _fake_net(len(family.scenario.targets)))
   num_steps = len(family.fidelity.values) if family.fidelity else 1
   u, a = _points(family, 8)
@@ -201,8 +201,8 @@ def test_task_interface_under_jit_and_vmap(family, monkeypatch):
   keys = jax.random.split(jax.random.key(11), 2)
   ms = jax.jit(jax.vmap(task.evaluate))(keys, Points(jnp.stack([u, u]), jnp.stack([a, a])))
   check_metrics(jax.tree.map(lambda x: x[0], ms), 8, num_steps)
-  direct = jax.jit(family.evaluate)(jax.random.key(12), Points(u, a),
-                                    family.instance_code(task_id))
+  direct = jax.jit(family.metrics)(jax.random.key(12), Points(u, a),
+                                   family.instance_code(task_id))
   np.testing.assert_array_equal(ms.objective[0], direct.objective)
   assert task.info["instance_code"] == family.instance_code(task_id)
 
@@ -316,3 +316,23 @@ def test_onnx_interpreter_is_jittable_and_vmappable():
 def test_onnx_unsupported_op_is_named():
   with pytest.raises(onnx_jax.OnnxError, match="unsupported ONNX operator.*Softmax"):
     onnx_jax.from_model(_tiny_model("Softmax"))
+
+
+@pytest.mark.data
+def test_environment_methods_take_tasks_as_data(family, monkeypatch):
+  """task_params / clean / evaluate / reference: one compiled function serves every task."""
+  monkeypatch.setattr(family, "net", _fake_net(len(family.scenario.targets)))
+  u, a = _points(family, 8)
+  held = family.task_indices("heldout_dataset")
+  assert [family.all_task_ids()[i] for i in held] == family.task_ids("heldout_dataset")
+  clean = jax.jit(lambda i, p: family.clean(family.task_params(i), p))
+  for i in (0, len(family.all_task_ids()) - 1):
+    task_id = family.all_task_ids()[i]
+    m = family.metrics(jax.random.key(0), Points(u, a), family.instance_code(task_id))
+    np.testing.assert_array_equal(clean(i, Points(u, a)),
+                                  np.where(m.failed, np.nan, m.objective))
+  assert clean._cache_size() == 1
+  ev = family.evaluate(jax.random.key(1), family.task_params(0), Points(u, a))
+  assert ev.objective.shape == (8,)
+  opt, med, worst = family.reference(jax.random.key(2), family.task_params(0), 64, 2)
+  assert float(opt) <= float(med) <= float(worst)
