@@ -121,6 +121,15 @@ class Tuner(NamedTuple):
     space: the space it proposes in.
     batch_size: number of proposals per ask.
     name: label for reports.
+    sequential: a hint for code that runs many studies at once: run them one
+      after another (``lax.map``) rather than ``vmap``ped, because ``ask`` or
+      ``tell`` branch on the state (``lax.cond``), which ``vmap`` turns into
+      computing every branch.
+    ask_pool: optional ``ask_pool(key, state, pool, available) -> (index i32[B], state)``:
+      proposals chosen among a finite pool of configurations (``pool`` Points
+      ``[N, D]``, ``available bool[N]`` the ones not taken), distinct within a
+      batch; tuners without it get their proposals moved to the nearest
+      available record (`metatune.evaluation.runs`).
   """
   init: Callable[[jax.Array], Any]
   ask: Callable[[jax.Array, Any], tuple[Points, Any]]
@@ -128,6 +137,14 @@ class Tuner(NamedTuple):
   space: Space
   batch_size: int
   name: str
+  sequential: bool = False
+  ask_pool: Callable[..., tuple[jax.Array, Any]] | None = None
+
+
+def pool_draw(key: jax.Array, available: jax.Array, num: int) -> jax.Array:
+  """i32[num]: distinct indices drawn uniformly among the ``available`` ones (Gumbel top-k)."""
+  g = jax.random.gumbel(key, available.shape)
+  return jax.lax.top_k(jnp.where(available, g, -jnp.inf), num)[1]
 
 
 def tell_history(key: jax.Array, state: Any, points: Points, evaluation: Evaluation):

@@ -1,14 +1,12 @@
 """Bayesian optimization with an exact Gaussian process: the no-transfer model-based baseline.
 
-The GP models the space's featurization (`featurize`: unit numbers, one-hot
-choices, inactive parameters zeroed, plus the active mask), so conditional
-parameters are part of the input. Matérn-5/2 kernel with ARD lengthscales,
-signal and noise variances and a constant mean, fitted by maximizing the log
-marginal likelihood plus log-normal priors (the dimension-scaled lengthscale
-prior of Hvarfner et al., 2024) with Adam on log-parameters, warm-started from
-the previous fit. The history is a fixed-size buffer, so data is masked, never
-indexed: failed and empty slots become independent unit-variance dummies that
-touch neither the likelihood nor the posterior.
+The model is `metatune.tuners.gp_model`: an exact GP over the space's
+featurization with an activity-aware Matérn-5/2 ARD kernel (the branches of a
+conditional space are compared by their own parameters), hyperparameter
+priors and a noise floor, fitted by marginal likelihood. Refits are
+warm-started from the last fit (a few steps), and past ``dense_refits``
+observations happen every ``refit_every`` trials, so a long study does not pay
+a full fit per trial; the history covers the whole budget by default.
 
 Proposals maximize log expected improvement over the structured space with the
 space's own sampler and local perturbations, so every proposal is valid by
@@ -23,223 +21,15 @@ import math
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from metatune.space import Space, sampling
-from metatune.tuners.base import History, Points, Tuner, history_add, history_init
-
-_JITTER = 1e-6   # relative to the signal variance
-_MIN_VAR = 1e-10
-
-
-@flax.struct.dataclass
-class GPParams:
-  """GP hyperparameters; positive ones in log space. Targets are standardized.
-
-  Attributes:
-    log_lengthscale: f32[F] ARD lengthscales over the features.
-    log_signal: f32[] signal variance.
-    log_noise: f32[] noise variance.
-    mean: f32[] constant mean.
-  """
-  log_lengthscale: jax.Array
-  log_signal: jax.Array
-  log_noise: jax.Array
-  mean: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class GPPrior:
-  """Log-normal priors and box bounds on the hyperparameters (static).
-
-  The lengthscale prior's location grows with the input dimension F (Hvarfner,
-  Hellsten & Nardi, 2024), which keeps vanilla BO from over-exploring when F is
-  large relative to the number of observations.
-  """
-  num_features: int
-  lengthscale_median: float | None = None  # default: exp(sqrt(2)) * sqrt(num_features)
-  lengthscale_scale: float = math.sqrt(3.0)
-  signal_loc: float = 0.0
-  signal_scale: float = 1.0
-  noise_loc: float = -4.0
-  noise_scale: float = 1.0
-  mean_scale: float = 1.0
-  lengthscale_bounds: tuple[float, float] = (1e-2, 1e3)
-  signal_bounds: tuple[float, float] = (1e-2, 1e2)
-  noise_bounds: tuple[float, float] = (1e-5, 1.0)
-
-  @property
-  def lengthscale_loc(self) -> float:
-    if self.lengthscale_median is not None:
-      return math.log(self.lengthscale_median)
-    return math.sqrt(2.0) + 0.5 * math.log(self.num_features)
-
-  def init(self) -> GPParams:
-    """The prior medians."""
-    f32 = lambda v, shape=(): jnp.full(shape, v, jnp.float32)
-    return GPParams(f32(self.lengthscale_loc, (self.num_features,)), f32(self.signal_loc),
-                    f32(self.noise_loc), f32(0.0))
-
-  def log_prob(self, p: GPParams) -> jax.Array:
-    """Unnormalized log prior density of the (log-space) parameters."""
-    sq = lambda x, loc, scale: -0.5 * jnp.sum(((x - loc) / scale) ** 2)
-    return (sq(p.log_lengthscale, self.lengthscale_loc, self.lengthscale_scale) +
-            sq(p.log_signal, self.signal_loc, self.signal_scale) +
-            sq(p.log_noise, self.noise_loc, self.noise_scale) + sq(p.mean, 0.0, self.mean_scale))
-
-  def project(self, p: GPParams) -> GPParams:
-    """Clips the parameters into their bounds."""
-    clip = lambda x, b: jnp.clip(x, math.log(b[0]), math.log(b[1]))
-    return GPParams(clip(p.log_lengthscale, self.lengthscale_bounds),
-                    clip(p.log_signal, self.signal_bounds), clip(p.log_noise, self.noise_bounds),
-                    jnp.clip(p.mean, -5.0, 5.0))
-
-
-# ------------------------------------------------------------------ the GP
-def matern52(x1: jax.Array, x2: jax.Array, lengthscale: jax.Array, signal: jax.Array
-             ) -> jax.Array:
-  """Matérn-5/2 kernel matrix ``f32[N, M]`` between ``x1 f32[N, F]`` and ``x2 f32[M, F]``."""
-  d = (x1[:, None, :] - x2[None, :, :]) / lengthscale
-  r2 = jnp.sum(d * d, axis=-1)
-  # Double where: sqrt has no gradient at 0 (the diagonal, duplicates).
-  pos = r2 > 0
-  s5r = jnp.where(pos, jnp.sqrt(5.0 * jnp.where(pos, r2, 1.0)), 0.0)
-  return signal * (1.0 + s5r + (5.0 / 3.0) * r2) * jnp.exp(-s5r)
-
-
-@flax.struct.dataclass
-class GPPosterior:
-  """A GP conditioned on masked data.
-
-  Attributes:
-    params: the hyperparameters.
-    x, mask: f32[N, F], bool[N] the data (masked-out rows are ignored).
-    chol_inv: f32[N, N] the inverse of the Cholesky factor of the data covariance.
-    alpha: f32[N] the weights ``K^-1 (y - mean)``.
-  """
-  params: GPParams
-  x: jax.Array
-  mask: jax.Array
-  chol_inv: jax.Array
-  alpha: jax.Array
-
-
-# Linear algebra on CPU, vmapped: jaxlib's batched LAPACK kernels wait on the same
-# thread pool that runs them, so two *independent* batched factorizations or
-# solves can deadlock a small pool. Here every LAPACK call is one chain (Cholesky,
-# then one triangular solve for the factor's inverse) and all else is matmuls.
-def _cholesky_inverse(k: jax.Array) -> tuple[jax.Array, jax.Array]:
-  chol = jnp.linalg.cholesky(k)
-  eye = jnp.eye(k.shape[-1], dtype=k.dtype)
-  return chol, jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-
-
-@jax.custom_vjp
-def _gaussian_energy(k: jax.Array, resid: jax.Array) -> jax.Array:
-  """``0.5 r^T K^-1 r + 0.5 log det K``, differentiated without more LAPACK calls."""
-  return _gaussian_energy_fwd(k, resid)[0]
-
-
-def _gaussian_energy_fwd(k, resid):
-  chol, inv = _cholesky_inverse(k)
-  w = inv @ resid
-  return 0.5 * jnp.dot(w, w) + jnp.sum(jnp.log(jnp.diagonal(chol))), (inv, w)
-
-
-def _gaussian_energy_bwd(res, g):
-  inv, w = res
-  alpha = inv.T @ w
-  return g * 0.5 * (inv.T @ inv - jnp.outer(alpha, alpha)), g * alpha
-
-
-_gaussian_energy.defvjp(_gaussian_energy_fwd, _gaussian_energy_bwd)
-
-
-def _gram(params: GPParams, x, y, mask):
-  """The covariance of the masked data (jitter included) and the residuals from the mean."""
-  signal, noise = jnp.exp(params.log_signal), jnp.exp(params.log_noise)
-  m = mask.astype(jnp.float32)
-  k = matern52(x, x, jnp.exp(params.log_lengthscale), signal) * m[:, None] * m[None, :]
-  # Masked slots are independent unit-variance dummies with residual 0: they add
-  # log(1) to the log-determinant and nothing to the quadratic term.
-  diag = jnp.where(mask, noise + _JITTER * signal, 1.0)
-  return k + jnp.diag(diag), jnp.where(mask, y - params.mean, 0.0)
-
-
-def log_marginal_likelihood(params: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array
-                            ) -> jax.Array:
-  """log p(y | x, params) over the masked-in observations (``f32[N, F]``, ``f32[N]``, ``bool[N]``).
-
-  NaN where the float32 Cholesky factorization fails.
-  """
-  k, resid = _gram(params, x, y, mask)
-  return -_gaussian_energy(k, resid) - 0.5 * jnp.sum(mask) * math.log(2.0 * math.pi)
-
-
-def posterior(params: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array) -> GPPosterior:
-  """Conditions the GP on the masked data.
-
-  If the float32 Cholesky fails, the jitter grows tenfold (up to 1e-3 of the
-  signal variance) until it succeeds.
-  """
-  k, resid = _gram(params, x, y, mask)
-  eye = jnp.eye(k.shape[-1], dtype=k.dtype) * jnp.exp(params.log_signal)
-
-  def failed(carry):
-    inv, tries = carry
-    return (tries < 3) & ~jnp.all(jnp.isfinite(inv))
-
-  def retry(carry):
-    _, tries = carry
-    return _cholesky_inverse(k + _JITTER * 10.0 ** (tries + 1.0) * eye)[1], tries + 1
-
-  inv, _ = jax.lax.while_loop(failed, retry, (_cholesky_inverse(k)[1], jnp.zeros((), jnp.int32)))
-  return GPPosterior(params, x, mask, inv, inv.T @ (inv @ resid))
-
-
-def predict(post: GPPosterior, x_new: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Latent posterior mean and variance, ``f32[M]`` each, at ``x_new f32[M, F]``."""
-  p = post.params
-  signal = jnp.exp(p.log_signal)
-  ks = matern52(x_new, post.x, jnp.exp(p.log_lengthscale), signal) * post.mask[None, :]
-  v = ks @ post.chol_inv.T
-  return p.mean + ks @ post.alpha, jnp.maximum(signal - jnp.sum(v * v, axis=-1), _MIN_VAR)
-
-
-def standardize(y: jax.Array, mask: jax.Array) -> jax.Array:
-  """Zero mean, unit sd over the masked-in entries, 0 elsewhere (sd 1 if fewer than 2 or equal)."""
-  n = jnp.sum(mask)
-  mu = jnp.sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)
-  var = jnp.sum(jnp.where(mask, (y - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
-  sd = jnp.where(var > 1e-12, jnp.sqrt(jnp.where(var > 1e-12, var, 1.0)), 1.0)
-  return jnp.where(mask, (y - mu) / sd, 0.0)
-
-
-def fit(params: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array, prior: GPPrior,
-        num_steps: int = 200, learning_rate: float = 0.1) -> tuple[GPParams, jax.Array]:
-  """Maximizes log marginal likelihood + log prior with Adam, from ``params``.
-
-  A step whose loss or gradient is not finite is skipped.
-
-  Returns:
-    The fitted parameters and their log marginal likelihood.
-  """
-  opt = optax.adam(learning_rate)
-  loss_fn = lambda p: -(log_marginal_likelihood(p, x, y, mask) + prior.log_prob(p))
-
-  def step(carry, _):
-    p, s = carry
-    loss, grad = jax.value_and_grad(loss_fn)(p)
-    updates, s_new = opt.update(grad, s, p)
-    p_new = prior.project(optax.apply_updates(p, updates))
-    ok = jnp.isfinite(loss) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)]))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    return (keep(p_new, p), keep(s_new, s)), None
-
-  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=num_steps)
-  return params, log_marginal_likelihood(params, x, y, mask)
-
+from metatune.tuners.base import History, Points, Tuner, history_add, history_init, pool_draw
+# The model's names stay importable from here (`gp.fit`, `gp.posterior`, ...).
+from metatune.tuners.gp_model import (GPParams, GPPosterior, GPPrior,  # noqa: F401
+                                      feature_layout, fit, log_marginal_likelihood, matern52,
+                                      posterior, predict, predict_observed, scale_inflation,
+                                      sq_distance, standardize)
+from metatune.tuners.gp_model import _JITTER  # noqa: F401  (tests compare against it)
 
 # -------------------------------------------------------- the acquisition
 def log_expected_improvement(mean: jax.Array, std: jax.Array, best: jax.Array) -> jax.Array:
@@ -322,9 +112,10 @@ def maximize(key: jax.Array, space: Space, score_fn, values: jax.Array, active: 
 # --------------------------------------------------------------- the tuner
 @flax.struct.dataclass
 class GPState:
-  """GP-BO state: the history and the last hyperparameter fit (the next fit's start)."""
+  """GP-BO state: the history, the last hyperparameter fit and whether there has been one."""
   history: History
   params: GPParams
+  fitted: jax.Array  # bool[]
 
 
 def _data(space: Space, history: History):
@@ -333,43 +124,79 @@ def _data(space: Space, history: History):
   return x, standardize(history.objective, mask), mask
 
 
-def gp_bo(space: Space, batch_size: int = 1, history_size: int = 64,
-          num_initial: int | None = None, num_candidates: int = 1024, fit_steps: int = 200,
-          learning_rate: float = 0.1, num_rounds: int = 3, fantasy: str = "believer",
-          prior: GPPrior | None = None) -> Tuner:
-  """GP Bayesian optimization (Matérn-5/2 ARD, log-EI) over a structured space.
+def gp_bo(space: Space, batch_size: int = 1, history_size: int | None = None,
+          budget: int | None = None, num_initial: int | None = None,
+          num_candidates: int = 1024, fit_steps: int = 100, refit_steps: int = 20,
+          refit_every: int = 5, dense_refits: int = 100, learning_rate: float = 0.1,
+          num_rounds: int = 3, fantasy: str = "believer", prior: GPPrior | None = None,
+          kernel: str = "activity", lengthscale_median: float | str = 1.0,
+          noise_floor: float = 0.02, inflate: bool = True) -> Tuner:
+  """GP Bayesian optimization (activity-aware Matérn-5/2 ARD, log-EI) over a structured space.
 
   Args:
     space: the space.
     batch_size: proposals per ask; a batch is made diverse by fantasizing each
       pending point before choosing the next.
     history_size: observations the GP sees (the last ``history_size``; the
-      exact GP costs O(history_size^3) per ask and per fit step).
+      exact GP costs O(history_size^3) per ask and per fit step). Default: the
+      ``budget`` when given, else 256.
+    budget: the number of trials the study will run (sizes the history).
     num_initial: observations before the GP is used, proposed uniformly at
       random (default ``max(5, 2 * batch_size)``).
     num_candidates: random candidates per proposal, before local search.
-    fit_steps, learning_rate: Adam steps and rate of each hyperparameter refit.
+    fit_steps: Adam steps of the first fit (from the prior's medians).
+    refit_steps: Adam steps of each later fit, warm-started from the last one.
+    refit_every, dense_refits: after ``dense_refits`` observations, refit only
+      when the count crosses a multiple of ``refit_every`` (the posterior always
+      uses every observation; only the hyperparameters wait).
+    learning_rate: Adam's rate.
     num_rounds: rounds of local search after the random candidates.
     fantasy: value a pending point is assumed to take: ``"believer"`` the
       posterior mean (kriging believer), ``"liar"`` the incumbent (constant liar).
-    prior: hyperparameter priors and bounds (default `GPPrior` for the space).
+    prior: hyperparameter priors, bounds and kernel layout; when given, the four
+      settings below are ignored.
+    kernel: ``"activity"`` (the activity-aware kernel) or ``"plain"`` (Euclidean
+      distance over the features, inactive values as 0).
+    lengthscale_median: the lengthscale prior's median, or ``"dimension"`` for
+      the dimension-scaled prior of Hvarfner et al. (2024).
+    noise_floor: the smallest noise variance (standardized units).
+    inflate: widen the predictive sd for the scale estimated from few points
+      (`gp_model.scale_inflation`).
+
+  The defaults were chosen on meta-validation tasks (`experiments/gp_calibration.py`);
+  ``kernel="plain", lengthscale_median="dimension", noise_floor=1e-5,
+  inflate=False, history_size=64, fit_steps=200, refit_steps=200`` and a large
+  ``dense_refits`` give the GP-BO of metatune 0.1.0 before these changes.
 
   Returns:
-    The `Tuner`, named ``"gp_bo"``.
+    The `Tuner`, named ``"gp_bo"``; ``sequential`` (its ask and tell branch on
+    the state, which ``vmap`` would turn into both branches).
 
   Example:
-    >>> tuner = gp_bo(space, batch_size=4)  # doctest: +SKIP
-    >>> state, trace = jax.jit(lambda k: run_tuning(k, tuner, fn, 10))(key)  # doctest: +SKIP
+    >>> tuner = gp_bo(space, batch_size=4, budget=100)  # doctest: +SKIP
+    >>> state, trace = jax.jit(lambda k: run_tuning(k, tuner, fn, 25))(key)  # doctest: +SKIP
   """
   if fantasy not in ("believer", "liar"):
     raise ValueError(f"fantasy must be 'believer' or 'liar', got {fantasy!r}")
+  for name, value in (("budget", budget), ("history_size", history_size)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+      raise ValueError(f"{name} must be a positive whole number, got {value!r}")
+  if history_size is None:
+    history_size = budget if budget is not None else 256
   num_initial = max(5, 2 * batch_size) if num_initial is None else num_initial
-  prior = GPPrior(sampling.feature_size(space)) if prior is None else prior
-  cap, feats = history_size, prior.num_features
+  if kernel not in ("activity", "plain"):
+    raise ValueError(f"kernel must be 'activity' or 'plain', got {kernel!r}")
+  if prior is None:
+    median = None if lengthscale_median == "dimension" else float(lengthscale_median)
+    prior = GPPrior.for_space(space, lengthscale_median=median, noise_bounds=(noise_floor, 1.0))
+    if kernel == "plain":
+      prior = dataclasses.replace(prior, layout=None)
+  scale = scale_inflation if inflate else (lambda n: jnp.ones((), jnp.float32))
+  cap, feats, layout = history_size, prior.num_features, prior.layout
 
   def init(key):
     del key
-    return GPState(history_init(space, history_size), prior.init())
+    return GPState(history_init(space, history_size), prior.init(), jnp.zeros((), bool))
 
   def propose(key, state, values, active):
     """A batch by log-EI; ``values f32[B, N, D]``: each proposal's random candidates."""
@@ -384,13 +211,14 @@ def gp_bo(space: Space, batch_size: int = 1, history_size: int = 64,
     def choose(carry, cand):
       x, y, mask, j, key = carry
       key, search_key = jax.random.split(key)
-      post = posterior(state.params, x, y, mask)
+      post = posterior(state.params, x, y, mask, layout)
       best = jnp.min(jnp.where(mask, y, jnp.inf))
       best = jnp.where(jnp.isfinite(best), best, 0.0)  # no data: the prior mean
+      inflation = scale(jnp.sum(mask))
 
       def score(u, a):
         mean, var = predict(post, sampling.featurize(space, u, a))
-        log_ei = log_expected_improvement(mean, jnp.sqrt(var), best)
+        log_ei = log_expected_improvement(mean, inflation * jnp.sqrt(var), best)
         return jnp.where(jnp.isnan(log_ei), -jnp.inf, log_ei)  # a failed factorization
 
       # The incumbent seeds the local search once there is one.
@@ -417,11 +245,53 @@ def gp_bo(space: Space, batch_size: int = 1, history_size: int = 64,
                           lambda: propose(search_key, state, values, active))
     return points, state
 
+  def ask_pool(key, state, pool, available):
+    """Log-EI over every available record of a pool (exact on tables of past evaluations)."""
+    draw_key, key = jax.random.split(key)
+    x_pool = sampling.featurize(space, pool.values, pool.active)
+
+    def model():
+      x, y, mask = _data(space, state.history)
+      x = jnp.concatenate([x, jnp.zeros((batch_size, feats), jnp.float32)])
+      y = jnp.concatenate([y, jnp.zeros((batch_size,), jnp.float32)])
+      mask = jnp.concatenate([mask, jnp.zeros((batch_size,), bool)])
+
+      def choose(carry, j):
+        x, y, mask, avail = carry
+        post = posterior(state.params, x, y, mask, layout)
+        best = jnp.min(jnp.where(mask, y, jnp.inf))
+        best = jnp.where(jnp.isfinite(best), best, 0.0)
+        mean, var = predict(post, x_pool)
+        log_ei = log_expected_improvement(mean, scale(jnp.sum(mask)) * jnp.sqrt(var), best)
+        score = jnp.where(avail & ~jnp.isnan(log_ei), log_ei, -jnp.inf)
+        # Records with no score left (a failed factorization) still go in availability order.
+        score = jnp.where(avail & jnp.all(score == -jnp.inf), 0.0, score)
+        i = jnp.argmax(score)
+        lie = mean[i] if fantasy == "believer" else best
+        slot = cap + j
+        return (x.at[slot].set(x_pool[i]), y.at[slot].set(lie), mask.at[slot].set(True),
+                avail.at[i].set(False)), i
+
+      _, idx = jax.lax.scan(choose, (x, y, mask, available), jnp.arange(batch_size))
+      return idx
+
+    idx = jax.lax.cond(state.history.count < num_initial,
+                       lambda: pool_draw(draw_key, available, batch_size), model)
+    return idx, state
+
   def tell(key, state, points, evaluation):
     del key  # the fit is deterministic
+    before = state.history.count
     history, metrics = history_add(state.history, points, evaluation)
     x, y, mask = _data(space, history)
-    params, lml = fit(state.params, x, y, mask, prior, fit_steps, learning_rate)
-    return state.replace(history=history, params=params), {**metrics, "log_likelihood": lml}
+    due = (history.count >= num_initial) & (
+        (history.count <= dense_refits) | (history.count // refit_every != before // refit_every))
+    branch = jnp.where(due, jnp.where(state.fitted, 2, 1), 0)
+    params, lml = jax.lax.switch(branch, [
+        lambda: (state.params, jnp.full((), jnp.nan, jnp.float32)),
+        lambda: fit(prior.init(), x, y, mask, prior, fit_steps, learning_rate),
+        lambda: fit(state.params, x, y, mask, prior, refit_steps, learning_rate)])
+    new = state.replace(history=history, params=params, fitted=state.fitted | due)
+    return new, {**metrics, "log_likelihood": lml, "refit": due}
 
-  return Tuner(init, ask, tell, space, batch_size, "gp_bo")
+  return Tuner(init, ask, tell, space, batch_size, "gp_bo", sequential=True, ask_pool=ask_pool)

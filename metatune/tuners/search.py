@@ -13,8 +13,9 @@ import numpy as np
 from metatune.space import Space, SpaceError
 from metatune.space import reference
 from metatune.space import sampling
-from metatune.tuners.base import History, Points, Tuner, history_init, tell_history
+from metatune.tuners.base import History, Points, Tuner, history_init, pool_draw, tell_history
 from metatune.tuners.gp import gp_bo
+from metatune.tuners.portfolio import portfolio_tuner
 
 
 @flax.struct.dataclass
@@ -33,7 +34,11 @@ def random_search(space: Space, batch_size: int = 1, history_size: int = 256) ->
     values, active = sampling.sample(key, space, batch_size)
     return Points(values, active), state
 
-  return Tuner(init, ask, tell_history, space, batch_size, "random")
+  def ask_pool(key, state, pool, available):
+    del pool
+    return pool_draw(key, available, batch_size), state
+
+  return Tuner(init, ask, tell_history, space, batch_size, "random", ask_pool=ask_pool)
 
 
 # ------------------------------------------------------------------ Halton
@@ -242,4 +247,5 @@ TUNERS = {
     "quasi_random": quasi_random,
     "grid": grid_search,
     "gp_bo": gp_bo,
+    "portfolio": portfolio_tuner,
 }

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metatune.space import io
+from metatune.space import io, sample
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
 from metatune.tuners import TUNERS, Evaluation, Points, best_so_far, run_tuning
 
@@ -39,7 +39,10 @@ CHEAP = {"grid": {"resolution": 3}, "gp_bo": {"num_candidates": 128, "fit_steps"
 
 
 def make(name, space, batch_size=4, history_size=32):
-  kwargs = CHEAP.get(name, {})
+  kwargs = dict(CHEAP.get(name, {}))
+  if name == "portfolio":  # three known-good configurations (shorter than one batch of 4)
+    values, active = sample(jax.random.key(123), space, 3)
+    kwargs.update(values=values, active=active)
   return TUNERS[name](space, batch_size=batch_size, history_size=history_size, **kwargs)
 
 

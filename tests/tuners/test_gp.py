@@ -12,7 +12,7 @@ import scipy.special
 import test_contract as contract
 from metatune.space import io, sampling
 from metatune.tasks import SyntheticFamily, default_space
-from metatune.tuners import Evaluation, random_search, run_tuning
+from metatune.tuners import Evaluation, Points, random_search, run_tuning
 from metatune.tuners import gp
 from metatune.tuners.gp import gp_bo
 
@@ -271,3 +271,44 @@ def test_gp_bo_beats_random_search_on_synthetic_tasks():
   print(f"normalized regret after 30 trials: gp_bo {gp_regret.mean():.3f}, "
         f"random {random_regret.mean():.3f}")
   assert gp_regret.mean() < random_regret.mean()
+
+
+# ------------------------------------------------- the activity-aware kernel
+def test_activity_kernel_is_positive_definite_and_fair_to_branches(space):
+  """Inactive sits at one distance from every active value; the kernel stays a kernel."""
+  u, a = sampling.sample(jax.random.key(3), space, 300)
+  x = sampling.featurize(space, u, a)
+  layout = gp.feature_layout(space)
+  assert any(c >= 0 for c in layout)
+  ls = jnp.asarray(np.random.default_rng(0).uniform(0.1, 2.0, x.shape[1]), jnp.float32)
+  k = np.asarray(gp.matern52(x, x, ls, jnp.float32(1.0), layout), np.float64)
+  assert np.linalg.eigvalsh(k).min() > -1e-4
+  # Two sgd configurations that differ only in momentum (0.02 and 0.45, nesterov inactive in
+  # both) and an adam one, where momentum is inactive: equally far from both momenta.
+  cfg = {"opt": "sgd", "lr": 0.01, "layers": 1, "w1": 16}
+  encoded = [space.encode({**cfg, "opt.sgd.momentum": 0.02}),
+             space.encode({**cfg, "opt.sgd.momentum": 0.45}), space.encode({**cfg, "opt": "adam"})]
+  feats = sampling.featurize(space, np.stack([e[0] for e in encoded]),
+                             np.stack([e[1] for e in encoded]))
+  ones = jnp.ones(feats.shape[1], jnp.float32)
+  d = np.asarray(gp.sq_distance(feats, feats, ones, layout))
+  plain = np.asarray(gp.sq_distance(feats, feats, ones, None))
+  assert d[0, 2] == pytest.approx(d[1, 2], abs=1e-5)
+  assert d[0, 1] > 0.1                 # the two momenta still differ between themselves
+  assert plain[0, 2] < plain[1, 2] - 0.1  # plain features: momentum 0.02 looks like "none"
+
+
+def test_refits_are_warm_started_and_thinned_past_dense_refits(space):
+  tuner = gp_bo(space, budget=12, num_initial=3, fit_steps=5, refit_steps=2, refit_every=4,
+                dense_refits=6, num_candidates=32)
+  u, a = sampling.sample(jax.random.key(0), space, 12)
+  tell = jax.jit(tuner.tell)
+  state = tuner.init(jax.random.key(1))
+  refits = []
+  for i in range(12):
+    state, m = tell(jax.random.key(2), state, Points(u[i:i + 1], a[i:i + 1]),
+                    Evaluation.of(jnp.asarray([float(i % 5)])))
+    refits.append(bool(m["refit"]))
+  # Counts 1-2: before num_initial; 3-6: every trial; then only when crossing a multiple of 4.
+  assert refits == [False, False, True, True, True, True, False, True, False, False, False, True]
+  assert state.history.capacity == 12  # the history covers the budget
