@@ -8,7 +8,7 @@ import warnings
 from typing import Sequence
 
 # Leaf modules only (no jax): `metatune --help` and argument errors must not pay for it.
-from metatune.clitools import UsageError, positive_int
+from metatune.clitools import UsageError, positive_int, quiet_when_stdout_closes
 from metatune.meta.errors import PriorError
 from metatune.space.errors import SpaceError
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     with warnings.catch_warnings():
       warnings.showwarning = _show_warning
-      return args.fn(args)
+      return quiet_when_stdout_closes(args.fn)(args)
   except (SpaceError, UsageError, PriorError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -7,8 +7,11 @@ A leaf module: the subcommand modules (`metatune.space.cli`, `metatune.study.cli
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import sys
 import tempfile
+from typing import Callable
 
 
 class UsageError(Exception):
@@ -67,3 +70,33 @@ def load_family(path: str, data_dir: str | None):
     return config, registry.make_family(config, folder)
   except FileNotFoundError as e:
     raise UsageError(f"{path}: {e} (data folder from {setting})") from None
+
+
+def quiet_when_stdout_closes(fn: Callable[[argparse.Namespace], int]
+                             ) -> Callable[[argparse.Namespace], int]:
+  """Wraps a command so that a reader closing our stdout (``| head``) ends it quietly.
+
+  The command stops at its next write (a study being run is left to resume, like
+  after Ctrl-C) and exits with 141, as a process killed by SIGPIPE does, instead of
+  a BrokenPipeError traceback. SIGPIPE itself stays ignored: the driver's pipes to
+  its workers must not kill it.
+
+  Example:
+    >>> quiet_when_stdout_closes(lambda args: 0)(None)
+    0
+  """
+
+  @functools.wraps(fn)
+  def run(args) -> int:
+    try:
+      code = fn(args)
+      sys.stdout.flush()  # inside the try: a small output is written only now
+      return code
+    except BrokenPipeError:
+      # Python flushes stdout again at exit; point it at /dev/null so that flush succeeds.
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, sys.stdout.fileno())
+      os.close(devnull)
+      return 141
+
+  return run

@@ -8,13 +8,12 @@ Before the main command line registers these, run them as
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from metatune.clitools import positive_int
+from metatune.clitools import positive_int, quiet_when_stdout_closes
 from metatune.study.errors import StudyError
 
 
@@ -109,36 +108,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def _fail(e: Exception) -> int:
   print(f"error: {e}", file=sys.stderr)
   return 2
-
-
-def quiet_when_stdout_closes(fn: Callable[[argparse.Namespace], int]
-                             ) -> Callable[[argparse.Namespace], int]:
-  """Wraps a command so that a reader closing our stdout (``| head``) ends it quietly.
-
-  The command stops at its next write (a study being run is left to resume, like
-  after Ctrl-C) and exits with 141, as a process killed by SIGPIPE does, instead of
-  a BrokenPipeError traceback. SIGPIPE itself stays ignored: the driver's pipes to
-  its workers must not kill it.
-
-  Example:
-    >>> quiet_when_stdout_closes(lambda args: 0)(None)
-    0
-  """
-
-  @functools.wraps(fn)
-  def run(args) -> int:
-    try:
-      code = fn(args)
-      sys.stdout.flush()  # inside the try: a small output is written only now
-      return code
-    except BrokenPipeError:
-      # Python flushes stdout again at exit; point it at /dev/null so that flush succeeds.
-      devnull = os.open(os.devnull, os.O_WRONLY)
-      os.dup2(devnull, sys.stdout.fileno())
-      os.close(devnull)
-      return 141
-
-  return run
 
 
 @quiet_when_stdout_closes

@@ -1,0 +1,139 @@
+"""The report of an experiment: results.json, a markdown table and regret curves (PNG)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from metatune.evaluation import stats
+
+
+def summarize(result: dict) -> dict:
+  """The statistics of every tuner: regret with bootstrap CIs at each checkpoint, ranks, ...
+
+  Returns:
+    ``{"rows": {label: {...}}, "ranks": {c: {label: rank}}, "exact_random": {c: (mean, se)}}``.
+  """
+  runs, cps = result["runs"], result["checkpoints"]
+  budget = result["budget"]
+  rows: dict[str, dict[str, Any]] = {}
+  curves = {k: v["regret"].mean(axis=(0, 1)) for k, v in runs.items()}
+  ref = result.get("reference") or (next(iter(runs)) if runs else None)
+  ref_final = float(curves[ref][-1]) if ref in curves else None
+  base = result.get("no_transfer")
+  for label, r in runs.items():
+    reg = r["regret"]
+    row = {"regret": {}, "failed_trials": int(r["failed"].sum()), "seconds": r["seconds"],
+           "kind": r["kind"], "transfer": r["transfer"]}
+    for c in cps:
+      m, lo, hi = stats.bootstrap_ci(reg[:, :, c - 1])
+      row["regret"][c] = (m, lo, hi)
+    row["trials_to_reference"] = (stats.trials_to_reach(curves[label], ref_final)
+                                  if ref_final is not None else None)
+    row["seed_spread"] = stats.seed_spread(reg, budget)
+    if r["transfer"] and base in runs and base != label:
+      row["worse_than_no_transfer"] = {c: stats.worse_rate(reg, runs[base]["regret"], c)
+                                       for c in cps}
+      row["paired_vs_no_transfer"] = {c: stats.paired_difference(
+          reg[:, :, c - 1], runs[base]["regret"][:, :, c - 1]) for c in cps}
+    rows[label] = row
+  ranks = {c: stats.mean_ranks({k: v["regret"] for k, v in runs.items()}, c) for c in cps} \
+      if runs else {}
+  exact = None
+  if result.get("exact_random") is not None:
+    e = result["exact_random"]
+    exact = {c: (float(e[:, c - 1].mean()),
+                 float(e[:, c - 1].std(ddof=1) / np.sqrt(e.shape[0])) if e.shape[0] > 1 else 0.0)
+             for c in cps}
+  return {"rows": rows, "ranks": ranks, "exact_random": exact, "reference": ref,
+          "reference_final": ref_final}
+
+
+def table_markdown(result: dict, summary: dict) -> str:
+  cps = result["checkpoints"]
+  head = (["tuner"] + [f"regret@{c}" for c in cps] +
+          [f"rank@{cps[-1]}", f"trials to {summary['reference']}'s final", "seed sd",
+           "failed", "seconds"])
+  lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+  last = cps[-1]
+  for label, row in summary["rows"].items():
+    cells = [stats.fmt_ci(*row["regret"][c]) for c in cps]
+    ttr = row["trials_to_reference"]
+    cells += [f"{summary['ranks'][last][label]:.2f}", "-" if ttr is None else str(ttr),
+              f"{row['seed_spread'][0]:.3f}", str(row["failed_trials"]), f"{row['seconds']:.0f}"]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  if summary["exact_random"]:
+    cells = [f"{m:.3f} ± {se:.3f}" for m, se in (summary["exact_random"][c] for c in cps)]
+    lines.append("| random (exact expectation) | " + " | ".join(cells) + " |" +
+                 " - |" * (len(head) - 1 - len(cps)))
+  out = "\n".join(lines) + "\n"
+  transfer = {k: v for k, v in summary["rows"].items() if "worse_than_no_transfer" in v}
+  if transfer:
+    base = result["no_transfer"]
+    out += (f"\nNegative transfer against `{base}`: share of runs (task x seed) whose regret is "
+            f"higher than `{base}`'s on the same task and seed; paired difference (transfer - "
+            f"{base}) with its 95% CI.\n\n")
+    out += "| tuner | " + " | ".join(f"worse@{c}" for c in cps) + " | " + " | ".join(
+        f"diff@{c}" for c in cps) + " |\n|---|" + "---:|" * (2 * len(cps)) + "\n"
+    for label, row in transfer.items():
+      out += (f"| {label} | " + " | ".join(f"{row['worse_than_no_transfer'][c]:.0%}" for c in cps)
+              + " | " + " | ".join(stats.fmt_ci(*row["paired_vs_no_transfer"][c]) for c in cps)
+              + " |\n")
+  return out
+
+
+def plot(result: dict, path: pathlib.Path) -> None:
+  """Mean regret per trial with its bootstrap 95% band, one line per tuner (log scale)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4.2))
+  trials = np.arange(1, result["budget"] + 1)
+  for label, r in result["runs"].items():
+    mean, lo, hi = stats.bootstrap_ci(r["regret"], num=500)
+    floor = 1e-4
+    ax.plot(trials, np.maximum(mean, floor), label=label)
+    ax.fill_between(trials, np.maximum(lo, floor), np.maximum(hi, floor), alpha=0.2)
+  if result.get("exact_random") is not None:
+    ax.plot(trials, np.maximum(result["exact_random"].mean(0), 1e-4), "k:",
+            label="random (exact)")
+  ax.set_yscale("log")
+  ax.set_xlabel("trials")
+  ax.set_ylabel("normalized regret (mean, 95% CI)")
+  ax.set_title(f"{result['experiment']}: {len(result['tasks'])} tasks x {result['seeds']} seeds",
+               fontsize=10)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _jsonable(x):
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  return x
+
+
+def write(result: dict, out: pathlib.Path) -> dict:
+  """Writes results.json, table.md and curves.png; returns the summary."""
+  summary = summarize(result)
+  result["summary"] = summary
+  (out / "results.json").write_text(json.dumps(_jsonable(result)) + "\n")
+  text = (f"# {result['experiment']}\n\n{len(result['tasks'])} tasks of {result['family']} "
+          f"x {result['seeds']} seeds, {result['budget']} trials "
+          f"({'pool-based: recorded evaluations' if result['pooled'] else 'live'}). Normalized "
+          "regret of the best so far, mean [bootstrap 95% CI over tasks, then seeds].\n\n"
+          + table_markdown(result, summary))
+  (out / "table.md").write_text(text)
+  if result["runs"]:
+    plot(result, out / "curves.png")
+  return summary
