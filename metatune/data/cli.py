@@ -47,6 +47,49 @@ def cmd_dataset_show(args) -> int:
   return 0
 
 
+def cmd_dataset_export(args) -> int:
+  """Writes a dataset's evaluations as one CSV table that the ``table`` family reads."""
+  import csv  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+
+  from metatune.data import builder  # pylint: disable=import-outside-toplevel
+  from metatune.space import io  # pylint: disable=import-outside-toplevel
+  folder = pathlib.Path(args.folder)
+  data = builder.load(folder)
+  space = io.load(folder / "space.json")
+  manifest = data["manifest"]
+  tasks = sorted(t for t in data["tasks"] if not args.split or
+                 manifest["tasks"][t]["split"] in args.split)
+  if not tasks:
+    raise UsageError(f"{folder}: no finished tasks{' in ' + ', '.join(args.split) if args.split else ''}")
+  cols = ["task", *space.names, "objective", "test_objective", "cost", "failed"]
+  out = pathlib.Path(args.out)
+  if out.is_dir():
+    raise UsageError(f"--out {out}: is a folder; name a .csv file")
+  tmp = out.with_name(out.name + ".tmp")
+  rows = 0
+  with open(tmp, "w", newline="", encoding="utf-8") as f:
+    w = csv.DictWriter(f, cols)
+    w.writeheader()
+    for t in tasks:
+      with open(folder / manifest["tasks"][t]["file"].replace(".npz", ".jsonl"),
+                encoding="utf-8") as lines:
+        for line in lines:
+          r = json.loads(line)
+          w.writerow({"task": t, **r["config"],
+                      "objective": "nan" if r["failed"] else r["objective"],
+                      "test_objective": "" if r["test_objective"] is None else r["test_objective"],
+                      "cost": r["cost"], "failed": int(bool(r["failed"]))})
+          rows += 1
+  os.replace(tmp, out)
+  print(f"wrote {rows} evaluations of {len(tasks)} tasks to {out}; a family config for it:\n"
+        f"  family: table\n  options: {{table: {out}, space: {folder / 'space.json'}, "
+        "objective: objective, test_objective: test_objective, cost: cost}")
+  return 0
+
+
 def add_commands(sub) -> None:
   """Registers ``dataset`` on the top-level subparsers."""
   dataset = sub.add_parser("dataset", help="build and inspect meta-datasets",
@@ -76,3 +119,12 @@ def add_commands(sub) -> None:
                          description="Prints provenance and per-task best/median objective.")
   show.add_argument("folder", metavar="DIR", help="a folder written by 'dataset build'")
   show.set_defaults(fn=cmd_dataset_show)
+  export = dsub.add_parser("export", help="write a dataset as one CSV table (the table family)",
+                           description="Writes every evaluation of a dataset folder as one CSV "
+                           "table (task, parameters, objective, test objective, cost, failed), "
+                           "the format the 'table' family reads.")
+  export.add_argument("folder", metavar="DIR", help="a folder written by 'dataset build'")
+  export.add_argument("--out", required=True, help="output .csv file")
+  export.add_argument("--split", action="append", default=None,
+                      help="only tasks of this split (repeatable)")
+  export.set_defaults(fn=cmd_dataset_export)

@@ -78,7 +78,7 @@ def surrogate_predictions(surrogate: Surrogate, table: TaskTable, rows: np.ndarr
 
 def gp_predictions(table: TaskTable, space, rows: np.ndarray, k: int, max_k: int,
                    fit_steps: int = 200) -> dict[str, np.ndarray]:
-  """The exact GP (`tuners.gp`: Matérn-5/2 ARD, fitted by LML + priors) on the same k points.
+  """GP-BO's GP (`tuners.gp_model`, `GPPrior.for_space`), fitted on the same k points.
 
   Same outputs as `surrogate_predictions`. The GP models the context
   standardized by its own mean and sd (as `gp_bo` does); at ``k = 0`` its
@@ -87,7 +87,7 @@ def gp_predictions(table: TaskTable, space, rows: np.ndarray, k: int, max_k: int
   u, a, y, f = _gather(table, rows)
   loc = np.asarray(table.loc)
   scale = np.asarray(table.scale)
-  prior = gp.GPPrior(sampling.feature_size(space))
+  prior = gp.GPPrior.for_space(space)  # GP-BO's model: activity-aware kernel, calibrated prior
 
   def one(u, a, y, f, loc, scale):
     x = sampling.featurize(space, u, a)
@@ -105,11 +105,11 @@ def gp_predictions(table: TaskTable, space, rows: np.ndarray, k: int, max_k: int
       sd_c = jnp.where(var > 1e-12, jnp.sqrt(jnp.where(var > 1e-12, var, 1.0)), 1.0)
       ys = gp.standardize(yc, mask)
       params, _ = gp.fit(prior.init(), x[:max_k], ys, mask, prior, fit_steps)
-      post = gp.posterior(params, x[:max_k], ys, mask)
-      mean, latent_var = gp.predict(post, x[max_k:])
+      post = gp.posterior(params, x[:max_k], ys, mask, prior.layout)
+      mean, sd_obs = gp.predict_observed(post, x[max_k:])
       # Back to the task's standardized units: y = mu + sd_c * (GP output).
       m = (mu + sd_c * mean - loc) / scale
-      sd = sd_c * jnp.sqrt(latent_var + jnp.exp(params.log_noise)) / scale
+      sd = sd_c * sd_obs / scale
     logp = jax.scipy.stats.norm.logpdf(yq, m, sd)
     return {"mean": m, "lo": m - _Z90 * sd, "hi": m + _Z90 * sd, "logp": logp}
 

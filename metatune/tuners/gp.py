@@ -130,7 +130,7 @@ def gp_bo(space: Space, batch_size: int = 1, history_size: int | None = None,
           refit_every: int = 5, dense_refits: int = 100, learning_rate: float = 0.1,
           num_rounds: int = 3, fantasy: str = "believer", prior: GPPrior | None = None,
           kernel: str = "activity", lengthscale_median: float | str = 1.0,
-          noise_floor: float = 0.02, inflate: bool = True) -> Tuner:
+          noise_floor: float = 1e-5, inflate: bool = True) -> Tuner:
   """GP Bayesian optimization (activity-aware Matérn-5/2 ARD, log-EI) over a structured space.
 
   Args:
@@ -164,8 +164,8 @@ def gp_bo(space: Space, batch_size: int = 1, history_size: int | None = None,
       (`gp_model.scale_inflation`).
 
   The defaults were chosen on meta-validation tasks (`experiments/gp_calibration.py`);
-  ``kernel="plain", lengthscale_median="dimension", noise_floor=1e-5,
-  inflate=False, history_size=64, fit_steps=200, refit_steps=200`` and a large
+  ``kernel="plain", lengthscale_median="dimension", inflate=False,
+  history_size=64, fit_steps=200, refit_steps=200`` and a large
   ``dense_refits`` give the GP-BO of metatune 0.1.0 before these changes.
 
   Returns:
