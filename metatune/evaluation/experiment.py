@@ -12,6 +12,7 @@ An experiment config::
   checkpoints: [1, 5, 10, 25, 50, 100]
   reference: gp_bo               # trials each tuner needs to reach this one's final regret
   no_transfer: gp_bo             # negative-transfer rate of transfer tuners against this one
+  worse_tolerance: 0.0           # a run is "worse" when its regret exceeds the other's by more
   reference_samples: 4096        # live tasks: random configurations for f* and the median
   reference_refine: 20
   tuners:                        # label: settings (an empty mapping: the tuner of that name)
@@ -40,7 +41,7 @@ TRANSFER = ("portfolio", "prior")
 
 TOP_KEYS = {"name", "description", "family", "tasks", "max_tasks", "budget", "seeds", "seed",
             "checkpoints", "reference", "no_transfer", "reference_samples", "reference_refine",
-            "tuners"}
+            "tuners", "worse_tolerance"}
 TUNER_KEYS = {"tuner", "options", "batch_size", "transfer", "build"}
 BUILD_KEYS = {"dataset", "split", "size"}
 DEFAULT_CHECKPOINTS = (1, 5, 10, 25, 50, 100)
@@ -89,6 +90,7 @@ class Experiment:
   tuners: tuple[TunerSpec, ...]
   source: str
   description: str = ""
+  worse_tolerance: float = 0.0
 
   def replace(self, **changes) -> "Experiment":
     return dataclasses.replace(self, **changes)
@@ -168,12 +170,19 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         raise fields[k].error(f"{k}: {v!r} is not one of this experiment's tuners "
                               f"({', '.join(labels)}){did_you_mean(v, labels)}")
       refs[k] = v
+  tolerance = 0.0
+  if "worse_tolerance" in fields:
+    tolerance = fields["worse_tolerance"].scalar()
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+      raise fields["worse_tolerance"].error(f"worse_tolerance must be a non-negative number, "
+                                            f"got {tolerance!r}")
   name = str(fields["name"].scalar()) if "name" in fields else pathlib.Path(path).stem
   description = str(fields["description"].scalar()) if "description" in fields else ""
   return Experiment(name, family_path, tasks, max_tasks, ints.get("budget", 100),
                     ints.get("seeds", 10), seed, checkpoints, refs.get("reference"),
                     refs.get("no_transfer"), ints.get("reference_samples", 4096),
-                    ints.get("reference_refine", 20), tuple(tuners), path, description)
+                    ints.get("reference_refine", 20), tuple(tuners), path, description,
+                    float(tolerance))
 
 
 def _tuners(node, folder: pathlib.Path) -> list[TunerSpec]:

@@ -342,6 +342,7 @@ class Harness:
         "budget": self.exp.budget, "seeds": self.exp.seeds, "seed": self.exp.seed,
         "checkpoints": [c for c in self.exp.checkpoints if c <= self.exp.budget],
         "reference": self.exp.reference, "no_transfer": self.exp.no_transfer,
+        "worse_tolerance": self.exp.worse_tolerance,
         "references": refs, "runs": runs, "exact_random": self.exact_random(refs),
         "compiles": self.compiles, "compile_seconds": self.compile_seconds,
         "unavailable": self.unavailable,

@@ -35,7 +35,8 @@ def summarize(result: dict) -> dict:
                                   if ref_final is not None else None)
     row["seed_spread"] = stats.seed_spread(reg, budget)
     if r["transfer"] and base in runs and base != label:
-      row["worse_than_no_transfer"] = {c: stats.worse_rate(reg, runs[base]["regret"], c)
+      tol = result.get("worse_tolerance", 0.0)
+      row["worse_than_no_transfer"] = {c: stats.worse_rate(reg, runs[base]["regret"], c, tol)
                                        for c in cps}
       row["paired_vs_no_transfer"] = {c: stats.paired_difference(
           reg[:, :, c - 1], runs[base]["regret"][:, :, c - 1]) for c in cps}
@@ -73,8 +74,10 @@ def table_markdown(result: dict, summary: dict) -> str:
   transfer = {k: v for k, v in summary["rows"].items() if "worse_than_no_transfer" in v}
   if transfer:
     base = result["no_transfer"]
+    tol = result.get("worse_tolerance", 0.0)
     out += (f"\nNegative transfer against `{base}`: share of runs (task x seed) whose regret is "
-            f"higher than `{base}`'s on the same task and seed; paired difference (transfer - "
+            f"higher than `{base}`'s on the same task and seed"
+            + (f" by more than {tol:g}" if tol else "") + f"; paired difference (transfer - "
             f"{base}) with its 95% CI.\n\n")
     out += "| tuner | " + " | ".join(f"worse@{c}" for c in cps) + " | " + " | ".join(
         f"diff@{c}" for c in cps) + " |\n|---|" + "---:|" * (2 * len(cps)) + "\n"

@@ -19,8 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from metatune.space import Space, sampling
-from metatune.tuners.base import Evaluation, Points, Tuner
+from metatune.tuners.base import Evaluation, Points, Tuner, nearest_available
 from metatune.tuners.run import run_tuning
 
 
@@ -38,24 +37,6 @@ def live_run(tuner: Tuner, family, budget: int) -> Callable:
     return jax.lax.cummin(clean), trace.failed.reshape(-1)[:budget]
 
   return run
-
-
-def nearest_available(space: Space, pool: Points, available: jax.Array, points: Points
-                      ) -> jax.Array:
-  """i32[B]: for each point in turn, the nearest record not yet taken (in `featurize` space).
-
-  Points of one batch take distinct records.
-  """
-  feats = sampling.featurize(space, pool.values, pool.active)
-  f = sampling.featurize(space, points.values, points.active)
-  d = (jnp.sum(f * f, -1)[:, None] + jnp.sum(feats * feats, -1)[None, :] - 2.0 * f @ feats.T)
-
-  def one(avail, row):
-    j = jnp.argmin(jnp.where(avail, row, jnp.inf))
-    return avail.at[j].set(False), j
-
-  _, idx = jax.lax.scan(one, available, d)
-  return idx
 
 
 def pool_run(tuner: Tuner, family, budget: int) -> Callable:

@@ -80,11 +80,13 @@ def trials_to_reach(curve: np.ndarray, target: float) -> int | None:
   return int(hit[0]) + 1 if hit.size else None
 
 
-def worse_rate(transfer: np.ndarray, baseline: np.ndarray, trial: int) -> float:
-  """Share of runs (task, seed) where ``transfer``'s regret at ``trial`` exceeds ``baseline``'s."""
+def worse_rate(transfer: np.ndarray, baseline: np.ndarray, trial: int,
+               tolerance: float = 0.0) -> float:
+  """Share of runs (task, seed) where ``transfer``'s regret at ``trial`` exceeds ``baseline``'s
+  by more than ``tolerance``."""
   a = np.asarray(transfer)[:, :, trial - 1]
   b = np.asarray(baseline)[:, :, trial - 1]
-  return float(np.mean(a > b + 1e-12))
+  return float(np.mean(a > b + tolerance + 1e-12))
 
 
 def seed_spread(regret: np.ndarray, trial: int) -> tuple[float, float]:

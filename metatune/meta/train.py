@@ -22,6 +22,7 @@ from metatune import __version__
 from metatune.tasks.regret import evaluate_tuners, summary_rows
 from metatune.meta import compat
 from metatune.meta import prior as prior_io
+from metatune.meta import transfer
 from metatune.meta.errors import PriorError
 from metatune.meta.ppo import MetaTrainConfig, MetaTrainer, TrainState
 from metatune.meta.tuner import policy_tuner
@@ -119,6 +120,7 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
                checkpoint_every: int = 25, stop_after: int | None = None,
                progress: bool = True, evaluate: bool = True, card_extra: dict | None = None,
+               transfer_design: int = 512,
                log: Callable[[str], Any] = print) -> dict:
   """Meta-trains a policy on ``family``; resumes from ``out``'s last checkpoint if there is one.
 
@@ -131,6 +133,8 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
     progress: show a progress bar with the return and the regret.
     evaluate: after training, compare with random and quasi-random on held-out tasks.
     card_extra: more fields for the card (e.g. the family config).
+    transfer_design: configurations of the design evaluated on the training tasks for the
+      hybrid prior (`metatune.meta.transfer`); 0 for none.
     log: where messages go.
 
   Returns:
@@ -218,6 +222,15 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
   source = getattr(family, "source_dir", None)
   if source is not None:  # a surrogate environment: the prior keeps the surrogate it learned in
     card["surrogate"] = _copy_surrogate(pathlib.Path(source), out / "surrogate")
+  if transfer_design:
+    # The hybrid prior's design, profile and portfolio over the same training tasks.
+    t1 = time.perf_counter()
+    data = transfer.from_family(family, trainer.indices, transfer_design, config.seed)
+    transfer.save(out, data)
+    card["transfer"] = {"file": transfer.FILE, "design": int(data.values.shape[0]),
+                        "tasks": int(len(trainer.indices)),
+                        "portfolio": int(data.portfolio.shape[0]),
+                        "seconds": time.perf_counter() - t1}
   if evaluate:
     card["heldout"] = heldout_table(family, state.params, trainer.graphdef, config)
   card = prior_io.save_prior(out, state.params, config.policy, card)

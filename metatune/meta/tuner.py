@@ -70,8 +70,17 @@ def policy_tuner(space: Space, graphdef: Any, params: Any, config: pol.PolicyCon
 
 
 def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
-                budget: int | None = None, history_size: int = 256) -> Tuner:
-  """The policy of the prior folder ``path`` (written by ``metatune meta-train``) as a tuner.
+                budget: int | None = None, history_size: int | None = None,
+                mode: str = "hybrid", **options) -> Tuner:
+  """The prior folder ``path`` (written by ``metatune meta-train``) as a tuner.
+
+  ``mode="hybrid"`` (default) is `metatune.meta.hybrid.hybrid_tuner`: the prior's
+  portfolio as the initial design, then candidates (random, portfolio, the policy's
+  samples, local moves) screened by a GP with the prior's profile as its mean, under
+  the negative-transfer guard; its ``options`` (``guard``, ``num_initial``, ...) pass
+  through. The design, profile and portfolio are used only on the space they were
+  made on; on another space the policy and the screening remain. ``mode="policy"``
+  is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
   says what differs (`metatune.meta.compat.compare_spaces`: parameters it never saw, kinds,
@@ -102,5 +111,16 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
     raise PriorError(f"num_trials must be a positive whole number, got {trained_for!r}",
                      f"{path}/{CARD}")
   compat.warn_if_different(card, space, prior=f"the prior {path}", stacklevel=2)
-  return policy_tuner(space, graphdef, params, config, budget or trained_for,
-                      batch_size, history_size, name=f"prior:{card['policy_hash']}")
+  name = f"prior:{card['policy_hash']}"
+  if mode == "policy":
+    if options:
+      raise ValueError(f"options {sorted(options)} are for mode='hybrid'")
+    return policy_tuner(space, graphdef, params, config, budget or trained_for,
+                        batch_size, history_size or 256, name=name)
+  if mode != "hybrid":
+    raise ValueError(f"mode must be 'hybrid' or 'policy', got {mode!r}")
+  from metatune.meta import hybrid, transfer  # pylint: disable=import-outside-toplevel
+  data = transfer.load(path, space) if card.get("space_signature") == space.signature else None
+  return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
+                             batch_size, history_size, policy_horizon=trained_for, name=name,
+                             **options)

@@ -38,6 +38,10 @@ class SyntheticConfig:
     fail_param: a float parameter whose top ``1 - fail_above`` of the unit
       range diverges (objective NaN, flagged as failed); None for no failures.
     fail_above: see ``fail_param``.
+    num_tasks: tasks of the family.
+    mirror: the family's good region is the opposite of the unmirrored one's
+      (centres ``c -> 1 - c``, each choice offset ``o -> max(o) - o``): a
+      misleading source or target for transfer experiments.
   """
   seed: int = 0
   center_spread: float = 0.08
@@ -46,6 +50,7 @@ class SyntheticConfig:
   fail_param: str | None = None
   fail_above: float = 0.95
   num_tasks: int = 100
+  mirror: bool = False
 
 
 @flax.struct.dataclass
@@ -85,7 +90,11 @@ class SyntheticFamily(TaskFamily):
     self._weight = rng.uniform(0.5, 2.0, d).astype(np.float32)
     offset = rng.uniform(0.0, 1.0, (d, c)).astype(np.float32)
     offset[np.arange(c)[None, :] >= space.num_choices[:, None]] = 0.0
-    self._offset = offset
+    if config.mirror:
+      self._center = (1.0 - self._center).astype(np.float32)
+      top = offset.max(axis=1, keepdims=True)
+      offset = np.where(np.arange(c)[None, :] < space.num_choices[:, None], top - offset, 0.0)
+    self._offset = offset.astype(np.float32)
     self._discrete = space.kind_code >= 2
     # A resource proxy (like a parameter count): grows with a few numeric parameters.
     res = rng.uniform(0.0, 1.0, d) * (space.kind_code <= 1)
@@ -194,9 +203,10 @@ def make_family(options: dict, data_dir=None) -> SyntheticFamily:
     if k not in fields:
       raise ValueError(f"unknown option {k!r} of the synthetic family; allowed: space, "
                        f"{', '.join(fields)}")
-    want = {"int": int, "float": float, "str | None": str}[fields[k].type]
-    ok = isinstance(v, want) and not isinstance(v, bool) or (want is float and isinstance(
-        v, int) and not isinstance(v, bool))
+    want = {"int": int, "float": float, "str | None": str, "bool": bool}[fields[k].type]
+    ok = (isinstance(v, bool) if want is bool else
+          isinstance(v, want) and not isinstance(v, bool) or (want is float and isinstance(
+              v, int) and not isinstance(v, bool)))
     if not ok:
       raise ValueError(f"option {k!r} must be {want.__name__}, got {v!r}")
   space = default_space() if space_opt == "default" else io.load(space_opt)

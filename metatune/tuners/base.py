@@ -152,3 +152,22 @@ def tell_history(key: jax.Array, state: Any, points: Points, evaluation: Evaluat
   del key
   history, metrics = history_add(state.history, points, evaluation)
   return state.replace(history=history), metrics
+
+
+def nearest_available(space: Space, pool: Points, available: jax.Array, points: Points
+                      ) -> jax.Array:
+  """i32[B]: for each point in turn, the nearest record not yet taken (in `featurize` space).
+
+  Points of one batch take distinct records.
+  """
+  from metatune.space import sampling  # pylint: disable=import-outside-toplevel
+  feats = sampling.featurize(space, pool.values, pool.active)
+  f = sampling.featurize(space, points.values, points.active)
+  d = (jnp.sum(f * f, -1)[:, None] + jnp.sum(feats * feats, -1)[None, :] - 2.0 * f @ feats.T)
+
+  def one(avail, row):
+    j = jnp.argmin(jnp.where(avail, row, jnp.inf))
+    return avail.at[j].set(False), j
+
+  _, idx = jax.lax.scan(one, available, d)
+  return idx

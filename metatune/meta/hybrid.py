@@ -1,0 +1,297 @@
+"""The prior as a hybrid proposer: a learned initial design, screened candidates, a guard.
+
+A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
+
+1. **Initial design**: the first ``num_initial`` trials are the prior's portfolio
+   (design configurations that were good across its training tasks), in order.
+2. **Screened candidates**: then every proposal is the best of a candidate set
+   (random configurations, the portfolio's unused entries, the policy's samples
+   and local moves around the best) under log expected improvement of a model
+   conditioned on the study so far. Two GPs share one kernel fit: *scratch*, with
+   a constant mean (GP-BO), and *prior*, whose mean is the prior's profile (mean
+   normalized regret over its training tasks, smoothed over the space) scaled by
+   a slope fitted to the study and shrunk toward 1. It keeps improving past any
+   horizon: nothing in it is tied to the budget the policy was trained for.
+3. **Negative-transfer guard**: before each observation is added, both models
+   predict it; the cumulative log predictive densities give the posterior weight
+   of the prior's model (equal odds at the start), and the acquisition uses the
+   mixture. A prior that predicts the new task worse than a model fit from
+   scratch loses its weight, and proposals become GP-BO's. ``guard=False``
+   trusts the prior (weight 1, slope 1): the ablation.
+
+The state records the guard's weight, and ``tell`` returns it with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from metatune.meta.transfer import TransferData, smoothed_profile
+from metatune.networks import policy as pol
+from metatune.networks.tokens import space_info
+from metatune.space import Space, sampling
+from metatune.tuners.base import (History, Points, Tuner, history_add, history_init,
+                                  nearest_available)
+from metatune.tuners.gp import log_expected_improvement, maximize
+from metatune.tuners.gp_model import (GPParams, GPPrior, fit, posterior, predict, scale_inflation,
+                                      standardize)
+
+REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
+           "guard off: prior trusted")
+
+
+@flax.struct.dataclass
+class HybridState:
+  """Attributes:
+    history: the study (the last ``history_size`` observations).
+    params: the shared kernel's hyperparameters; fitted: there has been a fit.
+    policy: the policy's recurrent state (a dummy when the prior has no policy).
+    log_prior, log_scratch: cumulative log predictive densities of the two models.
+    weight: the guard's weight of the prior's model.
+    used: bool[K] portfolio entries already proposed.
+  """
+  history: History
+  params: GPParams
+  fitted: jax.Array
+  policy: Any
+  log_prior: jax.Array
+  log_scratch: jax.Array
+  weight: jax.Array
+  used: jax.Array
+
+
+def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  n = jnp.maximum(jnp.sum(mask), 1)
+  mu = jnp.sum(jnp.where(mask, x, 0.0)) / n
+  var = jnp.sum(jnp.where(mask, (x - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+  return mu, jnp.sqrt(jnp.maximum(var, 1e-12))
+
+
+def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None,
+                 budget: int = 100, batch_size: int = 1, history_size: int | None = None,
+                 num_initial: int = 5, num_candidates: int = 512, num_policy: int = 32,
+                 guard: bool = True, shrinkage: float = 5.0, fit_steps: int = 100,
+                 refit_steps: int = 20, refit_every: int = 5, dense_refits: int = 100,
+                 policy_horizon: int | None = None, name: str = "prior") -> Tuner:
+  """A prior's hybrid tuner (see the module docstring).
+
+  Args:
+    space: the space; the transfer data must be of this space (or None).
+    transfer: the prior's design, profile and portfolio (`metatune.meta.transfer`).
+    policy: ``(graphdef, params, config)`` of the meta-trained policy, or None.
+    budget: trials in the study (sizes the history).
+    batch_size: proposals per ask.
+    history_size: observations the models see (default ``min(budget, 256)``).
+    num_initial: trials taken from the portfolio before the models are used.
+    num_candidates: random candidates per proposal.
+    num_policy: policy samples per proposal.
+    guard: weigh the prior's model by how well it predicts the study (False:
+      always trust it).
+    shrinkage: pseudo-observations pulling the fitted profile slope toward 1.
+    fit_steps, refit_steps, refit_every, dense_refits: the kernel fit schedule
+      (as in `metatune.tuners.gp_bo`).
+    policy_horizon: the budget the policy was trained for (a feature of its
+      state; default ``budget``).
+    name: label for reports.
+  """
+  horizon = float(policy_horizon or budget)
+  history_size = history_size or min(budget, 256)
+  prior = GPPrior.for_space(space)
+  cap, layout = history_size, prior.layout
+  has_transfer = transfer is not None
+  if has_transfer:
+    port = jnp.asarray(transfer.portfolio, jnp.int32)
+    port_values = jnp.asarray(transfer.values)[port]
+    port_active = jnp.asarray(transfer.active)[port]
+    prof = jnp.asarray(transfer.profile)
+    prof_mu, prof_sd = jnp.mean(prof), jnp.maximum(jnp.std(prof), 1e-6)
+  else:
+    port_values = jnp.zeros((1, space.num_params), jnp.float32)
+    port_active = jnp.zeros((1, space.num_params), bool)
+  num_port = port_values.shape[0] if has_transfer else 0
+  info = space_info(space) if policy is not None else None
+  if policy is not None:
+    graphdef, pparams, pconfig = policy
+
+  def profile_z(u, a):
+    """The standardized prior profile at configurations (0 without transfer data)."""
+    if not has_transfer:
+      return jnp.zeros(u.shape[:1], jnp.float32)
+    return (smoothed_profile(space, transfer, Points(u, a)) - prof_mu) / prof_sd
+
+  def init(key):
+    del key
+    ps = pol.init_state(pconfig, info) if policy is not None else jnp.zeros(())
+    z = jnp.zeros((), jnp.float32)
+    return HybridState(history_init(space, cap), prior.init(), jnp.zeros((), bool), ps, z, z,
+                       jnp.asarray(1.0 if not guard else 0.5), jnp.zeros((max(num_port, 1),),
+                                                                           bool))
+
+  def data(history):
+    x = sampling.featurize(space, history.values, history.active)
+    mask = history.valid & ~history.failed
+    y = standardize(history.objective, mask)
+    z = profile_z(history.values, history.active)
+    return x, y, mask, z
+
+  def slope(y, z, mask):
+    """The profile's slope on the study (centred z; shrunk toward 1 by pseudo-observations)."""
+    if not guard:
+      return jnp.ones((), jnp.float32)
+    zz = jnp.where(mask, z, 0.0)
+    return (jnp.sum(zz * jnp.where(mask, y, 0.0)) + shrinkage) / (jnp.sum(zz * zz) + shrinkage)
+
+  def models(state, history, xq, zq):
+    """Predictive ``(mean, sd)`` of both models at queries, in the history's standardized units.
+
+    The prior's model is ``y = s * (z(x) - mean z over the study) + GP``: the profile
+    says how configurations differ, the study where its level is.
+    """
+    x, y, mask, z = data(history)
+    n = jnp.sum(mask)
+    z_mean = jnp.sum(jnp.where(mask, z, 0.0)) / jnp.maximum(n, 1)
+    zc = jnp.where(mask, z - z_mean, 0.0)
+    s = slope(y, zc, mask) if has_transfer else jnp.zeros(())
+    scratch = posterior(state.params, x, y, mask, layout)
+    prior_post = posterior(state.params, x, jnp.where(mask, y - s * zc, 0.0), mask, layout)
+    ms, vs = predict(scratch, xq)
+    mp, vp = predict(prior_post, xq)
+    inflate = scale_inflation(n)
+    noise = jnp.exp(state.params.log_noise)
+    return ((mp + s * (zq - z_mean), inflate * jnp.sqrt(vp + noise)),
+            (ms, inflate * jnp.sqrt(vs + noise)), y, mask, s)
+
+  def mixture(state, history, xq, zq):
+    (mp, sp), (ms, ss), y, mask, _ = models(state, history, xq, zq)
+    w = state.weight if has_transfer else jnp.zeros(())
+    mean = w * mp + (1 - w) * ms
+    var = w * sp ** 2 + (1 - w) * ss ** 2 + w * (1 - w) * (mp - ms) ** 2
+    best = jnp.min(jnp.where(mask, y, jnp.inf))
+    best = jnp.where(jnp.isfinite(best), best, 0.0)
+    return mean, jnp.sqrt(var), best
+
+  def score_fn(state):
+    def score(u, a):
+      xq = sampling.featurize(space, u, a)
+      mean, sd, best = mixture(state, state.history, xq, profile_z(u, a))
+      log_ei = log_expected_improvement(mean, sd, best)
+      return jnp.where(jnp.isnan(log_ei), -jnp.inf, log_ei)
+    return score
+
+  def policy_samples(key, state, num):
+    policy_mod = nnx.merge(graphdef, pparams)
+    keys = jax.random.split(key, num)
+    action = jax.vmap(lambda k: pol.autoregress(policy_mod, info, state.policy, k)[0])(keys)
+    return action.values, action.active
+
+  def initial(key, state):
+    pos = state.history.count + jnp.arange(batch_size)
+    take = jnp.minimum(pos, max(num_port, 1) - 1)
+    fill_u, fill_a = sampling.sample(key, space, batch_size)
+    inside = (pos < num_port)[:, None]
+    return Points(jnp.where(inside, port_values[take], fill_u),
+                  jnp.where(inside, port_active[take], fill_a))
+
+  def screened(key, state):
+    rand_key, fill_key, pol_key, search_key = jax.random.split(key, 4)
+    u, a = sampling.sample(rand_key, space, num_candidates)
+    parts_u, parts_a = [u], [a]
+    if has_transfer:
+      keep = ~state.used[:num_port]
+      # Used entries are replaced by random ones (same shape every step).
+      fill_u, fill_a = sampling.sample(fill_key, space, num_port)
+      parts_u.append(jnp.where(keep[:, None], port_values, fill_u))
+      parts_a.append(jnp.where(keep[:, None], port_active, fill_a))
+    if policy is not None:
+      pu, pa = policy_samples(pol_key, state, num_policy)
+      parts_u.append(pu)
+      parts_a.append(pa)
+    cu, ca = jnp.concatenate(parts_u), jnp.concatenate(parts_a)
+    h = state.history
+    has_best = jnp.isfinite(h.best_objective)[None]
+    keys = jax.random.split(search_key, batch_size)
+
+    def one(k):  # batches: independent searches (no fantasies); candidates differ per key
+      uu, aa, _ = maximize(k, space, score_fn(state), cu, ca, h.best_values[None],
+                           h.best_active[None], has_best)
+      return uu, aa
+    uu, aa = jax.vmap(one)(keys) if batch_size > 1 else jax.tree.map(
+        lambda x: x[None], one(keys[0]))
+    return Points(uu, aa)
+
+  def mark_used(state, points):
+    if not has_transfer:
+      return state.used
+    d = jnp.sum(jnp.abs(port_values[None] - points.values[:, None]), -1) + jnp.sum(
+        port_active[None] != points.active[:, None], -1)
+    return state.used | jnp.any(d < 1e-6, axis=0)
+
+  def ask(key, state):
+    init_key, screen_key = jax.random.split(key)
+    points = jax.lax.cond(state.history.count < num_initial,
+                          lambda: initial(init_key, state), lambda: screened(screen_key, state))
+    return points, state.replace(used=mark_used(state, points))
+
+  def tell(key, state, points, evaluation):
+    del key
+    before = state.history.count
+    # The guard: both models predict the new observations before they are added.
+    if has_transfer and guard:
+      xq = sampling.featurize(space, points.values, points.active)
+      zq = profile_z(points.values, points.active)
+      (mp, sp), (ms, ss), _, mask, _ = models(state, state.history, xq, zq)
+      mu, sd = _stats(state.history.objective, mask)
+      yq = (evaluation.objective - mu) / sd
+      ok = ~evaluation.failed & jnp.isfinite(yq) & state.fitted & (jnp.sum(mask) >= 3)
+      lp = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, mp, sp), 0.0))
+      ls = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, ms, ss), 0.0))
+      state = state.replace(log_prior=state.log_prior + lp, log_scratch=state.log_scratch + ls)
+      state = state.replace(weight=jax.nn.sigmoid(state.log_prior - state.log_scratch))
+    history, metrics = history_add(state.history, points, evaluation)
+    x, y, mask, _ = data(history)
+    due = (history.count >= num_initial) & (
+        (history.count <= dense_refits) | (history.count // refit_every != before // refit_every))
+    branch = jnp.where(due, jnp.where(state.fitted, 2, 1), 0)
+    params, _ = jax.lax.switch(branch, [
+        lambda: (state.params, jnp.zeros(())),
+        lambda: fit(prior.init(), x, y, mask, prior, fit_steps),
+        lambda: fit(state.params, x, y, mask, prior, refit_steps)])
+    ps = state.policy
+    if policy is not None:
+      policy_mod = nnx.merge(graphdef, pparams)
+
+      def fold(s, item):
+        return pol.observe(policy_mod, info, s, *item, horizon), None
+
+      ps, _ = jax.lax.scan(fold, ps, (points.values, points.active, evaluation.objective,
+                                      evaluation.failed))
+    state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps)
+    reason = jnp.where(before < num_initial, 0,
+                       jnp.where(not guard, 3, jnp.where(state.weight >= 0.5, 1, 2)))
+    return state, {**metrics, "guard_weight": state.weight, "guard_reason": reason}
+
+  def ask_pool(key, state, pool, available):
+    """Pools: the portfolio's nearest records first, then the best available record."""
+    draw_key, key = jax.random.split(key)
+
+    def first():
+      want = initial(draw_key, state)
+      return nearest_available(space, pool, available, want)
+
+    def model():
+      xq = sampling.featurize(space, pool.values, pool.active)
+      mean, sd, best = mixture(state, state.history, xq, profile_z(pool.values, pool.active))
+      score = log_expected_improvement(mean, sd, best)
+      score = jnp.where(available & ~jnp.isnan(score), score, -jnp.inf)
+      score = jnp.where(available & jnp.all(score == -jnp.inf), 0.0, score)
+      return jax.lax.top_k(score, batch_size)[1]
+
+    idx = jax.lax.cond(state.history.count < num_initial, first, model)
+    return idx, state.replace(used=mark_used(state, Points(pool.values[idx], pool.active[idx])))
+
+  return Tuner(init, ask, tell, space, batch_size, name, sequential=True, ask_pool=ask_pool)

@@ -1,0 +1,78 @@
+"""The hybrid prior: portfolio first, valid screened proposals, a guard that notices a bad source."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metatune.meta import hybrid, transfer
+from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
+from metatune.tuners import run_tuning
+
+BUDGET = 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+  space = default_space()
+  source = SyntheticFamily(space, SyntheticConfig(seed=0, num_tasks=30))
+  data = transfer.from_family(source, source.task_indices("meta_train"), num=96,
+                              portfolio_size=20)
+  mirrored = SyntheticFamily(space, SyntheticConfig(seed=0, num_tasks=30, mirror=True))
+  return space, source, mirrored, data
+
+
+_COMPILED = {}
+
+
+def _run(tuner, family, index, key):
+  """One study; compiled once per tuner and family (the task index is traced)."""
+  fn = _COMPILED.get((id(tuner), id(family)))
+  if fn is None:
+    @jax.jit
+    def fn(k, i):
+      task = family.task_params(i)
+      state, trace = run_tuning(k, tuner, lambda k2, p: family.evaluate(k2, task, p), BUDGET)
+      return state, trace
+    _COMPILED[(id(tuner), id(family))] = fn
+  return fn(key, jnp.asarray(index, jnp.int32))
+
+
+def test_transfer_data_is_a_greedy_portfolio_of_good_design_points(setup):
+  _, _, _, data = setup
+  assert data.values.shape == (96, default_space().num_params)
+  assert data.portfolio.shape == (20,) and len(set(np.asarray(data.portfolio))) == 20
+  prof = np.asarray(data.profile)
+  assert 0.0 <= prof.min() and prof.max() <= 1.0
+  # The first pick is the design point with the best mean regret over the tasks.
+  assert prof[int(data.portfolio[0])] == pytest.approx(prof.min())
+
+
+def test_starts_with_the_portfolio_then_proposes_valid_configurations(setup):
+  space, source, _, data = setup
+  tuner = hybrid.hybrid_tuner(space, data, None, budget=BUDGET, num_initial=4,
+                              num_candidates=64, fit_steps=20, refit_steps=5)
+  state, trace = _run(tuner, source, int(source.task_indices("heldout_dataset")[0]),
+                         jax.random.key(0))
+  values = np.asarray(trace.points.values[:, 0])
+  active = np.asarray(trace.points.active[:, 0])
+  port = np.asarray(data.portfolio[:4])
+  np.testing.assert_array_equal(values[:4], np.asarray(data.values)[port])
+  for u, a in zip(values, active):
+    space.validate(space.decode(u, a))
+  assert bool(state.used[:4].all())
+
+
+@pytest.mark.slow
+def test_the_guard_weighs_a_misleading_prior_down(setup):
+  space, source, mirrored, data = setup
+  tuner = hybrid.hybrid_tuner(space, data, None, budget=BUDGET, num_initial=4,
+                              num_candidates=64, fit_steps=20, refit_steps=5)
+  held = source.task_indices("heldout_dataset")[:2]
+  aligned = [float(_run(tuner, source, int(i), jax.random.key(1))[0].weight) for i in held]
+  misled = [float(_run(tuner, mirrored, int(i), jax.random.key(1))[0].weight) for i in held]
+  assert np.mean(misled) < 0.5 < np.mean(aligned), (aligned, misled)
+  # Without the guard the prior keeps full weight whatever the task says.
+  trusting = hybrid.hybrid_tuner(space, data, None, budget=BUDGET, num_initial=4,
+                                 num_candidates=64, fit_steps=20, refit_steps=5, guard=False)
+  assert float(_run(trusting, mirrored, int(held[0]), jax.random.key(1))[0].weight) == 1.0
