@@ -21,7 +21,8 @@ def cmd_meta_train(args) -> int:
                        num_trials=args.trials, seed=args.seed)
   card = meta_train(family, config, args.out, checkpoint_every=args.checkpoint_every,
                     progress=not args.no_progress, evaluate=not args.no_eval,
-                    card_extra={"family_config": cfg.to_dict(), "family_config_path": cfg.source})
+                    card_extra={"family_config": cfg.to_dict(), "family_config_path": cfg.source},
+                    transfer_design=args.transfer_design)
   print(f"prior written to {args.out} (policy {card['policy_hash']})")
   if "heldout" in card:
     held = card["heldout"]
@@ -50,4 +51,7 @@ def add_commands(sub) -> None:
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--no-eval", action="store_true", help="skip the held-out comparison")
+  p.add_argument("--transfer-design", type=int, default=512, metavar="N",
+                 help="configurations evaluated on the training tasks for the hybrid prior's "
+                 "portfolio and profile (default 512; 0: none, the prior is the policy only)")
   p.set_defaults(fn=cmd_meta_train)

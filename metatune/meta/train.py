@@ -120,7 +120,7 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
 def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
                checkpoint_every: int = 25, stop_after: int | None = None,
                progress: bool = True, evaluate: bool = True, card_extra: dict | None = None,
-               transfer_design: int = 512,
+               transfer_design: int = 0,
                log: Callable[[str], Any] = print) -> dict:
   """Meta-trains a policy on ``family``; resumes from ``out``'s last checkpoint if there is one.
 
@@ -134,7 +134,8 @@ def meta_train(family, config: MetaTrainConfig, out: str | os.PathLike, *,
     evaluate: after training, compare with random and quasi-random on held-out tasks.
     card_extra: more fields for the card (e.g. the family config).
     transfer_design: configurations of the design evaluated on the training tasks for the
-      hybrid prior (`metatune.meta.transfer`); 0 for none.
+      hybrid prior (`metatune.meta.transfer`); 0 for none (``metatune meta-train``
+      uses 512).
     log: where messages go.
 
   Returns:

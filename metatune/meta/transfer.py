@@ -62,10 +62,9 @@ def from_family(family, task_indices: Sequence[int], num: int = 512, seed: int =
   space = family.space
   tuner = quasi_random(space, batch_size=num)
   init_key, ask_key = jax.random.split(jax.random.key(seed))
-  design, _ = tuner.ask(ask_key, tuner.init(init_key))
-  clean = jax.jit(lambda i: family.clean(family.task_params(i), design))
-  objective = np.stack([np.asarray(clean(jnp.asarray(i, jnp.int32)), np.float64)
-                        for i in task_indices])
+  design, _ = jax.jit(tuner.ask)(ask_key, jax.jit(tuner.init)(init_key))
+  clean = jax.jit(jax.vmap(lambda i: family.clean(family.task_params(i), design)))
+  objective = np.asarray(clean(jnp.asarray(np.asarray(task_indices), jnp.int32)), np.float64)
   return from_objectives(np.asarray(design.values), np.asarray(design.active), objective,
                          portfolio_size)
 
