@@ -54,6 +54,7 @@ class HybridState:
     log_prior, log_scratch: cumulative log predictive densities of the two models.
     weight: the guard's weight of the prior's model.
     used: bool[K] portfolio entries already proposed.
+    asked: i32[] proposals made (parallel asks before any tell take successive entries).
   """
   history: History
   params: GPParams
@@ -63,6 +64,7 @@ class HybridState:
   log_scratch: jax.Array
   weight: jax.Array
   used: jax.Array
+  asked: jax.Array
 
 
 def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -129,8 +131,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     ps = pol.init_state(pconfig, info) if policy is not None else jnp.zeros(())
     z = jnp.zeros((), jnp.float32)
     return HybridState(history_init(space, cap), prior.init(), jnp.zeros((), bool), ps, z, z,
-                       jnp.asarray(1.0 if not guard else 0.5), jnp.zeros((max(num_port, 1),),
-                                                                           bool))
+                       jnp.asarray(1.0 if not guard else 0.5),
+                       jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32))
 
   def data(history):
     x = sampling.featurize(space, history.values, history.active)
@@ -190,7 +192,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     return action.values, action.active
 
   def initial(key, state):
-    pos = state.history.count + jnp.arange(batch_size)
+    pos = state.asked + jnp.arange(batch_size)
     take = jnp.minimum(pos, max(num_port, 1) - 1)
     fill_u, fill_a = sampling.sample(key, space, batch_size)
     inside = (pos < num_port)[:, None]
@@ -233,9 +235,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
 
   def ask(key, state):
     init_key, screen_key = jax.random.split(key)
-    points = jax.lax.cond(state.history.count < num_initial,
+    points = jax.lax.cond(state.asked < num_initial,
                           lambda: initial(init_key, state), lambda: screened(screen_key, state))
-    return points, state.replace(used=mark_used(state, points))
+    return points, state.replace(used=mark_used(state, points), asked=state.asked + batch_size)
 
   def tell(key, state, points, evaluation):
     del key
@@ -291,7 +293,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       score = jnp.where(available & jnp.all(score == -jnp.inf), 0.0, score)
       return jax.lax.top_k(score, batch_size)[1]
 
-    idx = jax.lax.cond(state.history.count < num_initial, first, model)
-    return idx, state.replace(used=mark_used(state, Points(pool.values[idx], pool.active[idx])))
+    idx = jax.lax.cond(state.asked < num_initial, first, model)
+    return idx, state.replace(used=mark_used(state, Points(pool.values[idx], pool.active[idx])),
+                              asked=state.asked + batch_size)
 
   return Tuner(init, ask, tell, space, batch_size, name, sequential=True, ask_pool=ask_pool)
