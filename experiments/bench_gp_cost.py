@@ -53,8 +53,12 @@ def objective_fn(data_dir):
   return space, fn, f"synthetic task on configs/spaces/nn_tuning.yaml ({space.num_params} params)"
 
 
-def time_gp_bo(space, f, u, a, y, n, trials):
-  tuner = gp_bo(space, budget=n + trials)
+def time_gp_bo(space, f, u, a, y, n, trials, prior=None):
+  if prior is None:
+    tuner = gp_bo(space, budget=n + trials)
+  else:
+    from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+    tuner = prior_tuner(space, path=prior, budget=n + trials)
   ask, tell = jax.jit(tuner.ask), jax.jit(tuner.tell)
   state = tuner.init(jax.random.key(0))
   state, _ = tell(jax.random.key(1), state, Points(u[:n - 1], a[:n - 1]),
@@ -99,11 +103,15 @@ def main(argv=None):
   parser.add_argument("--tpe-sizes", type=int, nargs="*", default=[1000],
                       help="extra history sizes for TPE alone")
   parser.add_argument("--no-gp-sampler", action="store_true")
+  parser.add_argument("--prior", default=None,
+                      help="a prior folder (metatune meta-train): its hybrid tuner is timed "
+                      "beside TPE at --prior-sizes")
+  parser.add_argument("--prior-sizes", type=int, nargs="*", default=[100, 1000])
   parser.add_argument("--out", default=str(REPO / "paper/tables/gp_cost.md"))
   args = parser.parse_args(argv)
   start = time.perf_counter()
   space, f, what = objective_fn(args.data_dir)
-  biggest = max(args.sizes + args.tpe_sizes)
+  biggest = max(args.sizes + args.tpe_sizes + (args.prior_sizes if args.prior else []))
   u, a = sampling.sample(jax.random.key(0), space, biggest)
   y = f(u, a)
   rows = []
@@ -118,6 +126,11 @@ def main(argv=None):
   for n in args.tpe_sizes:
     rows.append({"n": n, "tpe": time_optuna("optuna_tpe", space, f, u, a, y, n, args.trials)})
     print(rows[-1], flush=True)
+  prior_rows = []
+  for n in args.prior_sizes if args.prior else []:
+    prior_rows.append({"n": n, "prior": time_gp_bo(space, f, u, a, y, n, args.trials, args.prior),
+                       "tpe": time_optuna("optuna_tpe", space, f, u, a, y, n, args.trials)})
+    print(prior_rows[-1], flush=True)
   load = os.getloadavg()[0]
   text = [
       "# GP-BO cost per trial beside Optuna's samplers", "",
@@ -137,6 +150,12 @@ def main(argv=None):
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     ratio = lambda x, y: "-" if x is None or y is None else f"{x / y:.2f}"
     text.append(f"| {r['n']} | {fmt(g)} | {fmt(o)} | {fmt(t)} | {ratio(g, o)} | {ratio(g, t)} |")
+  if prior_rows:
+    text += ["", f"The prior's hybrid tuner ({args.prior}; its models see the last "
+             "min(budget, 256) observations) beside TPE, timed the same way in the same run:", "",
+             "| history n | prior (s) | Optuna TPE (s) | prior / TPE |", "|---:|---:|---:|---:|"]
+    text += [f"| {r['n']} | {r['prior']:.3f} | {r['tpe']:.3f} | {r['prior'] / r['tpe']:.2f} |"
+             for r in prior_rows]
   text = "\n".join(text) + "\n"
   pathlib.Path(args.out).write_text(text)
   print(text)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import pathlib
+import platform
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -46,6 +47,14 @@ ENV_METHODS = ("task_params", "clean", "evaluate", "reference", "all_task_ids")
 
 def _hash(doc: Any) -> str:
   return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _shown(path) -> str:
+  """``path`` relative to the working directory when it is below it."""
+  try:
+    return str(pathlib.Path(path).resolve().relative_to(pathlib.Path.cwd().resolve()))
+  except ValueError:
+    return str(path)
 
 
 def _safe(name: str) -> str:
@@ -105,6 +114,7 @@ class Harness:
     self.seconds: dict[str, float] = {}
     self.compile_seconds: dict[str, float] = {}
     self.unavailable: dict[str, str] = {}
+    self._spec_hashes: dict[str, str] = {}
 
   # --------------------------------------------------------------- setup
   def fingerprint(self) -> dict:
@@ -200,19 +210,32 @@ class Harness:
   def _cell_path(self, spec: TunerSpec, task_id: str) -> pathlib.Path:
     return self.out / "cells" / _safe(spec.label) / f"{_safe(task_id)}.npz"
 
+  def _spec_hash(self, spec: TunerSpec) -> str:
+    """The tuner's settings and, for a prior, what its folder holds (a retrained prior's
+    cells are not reused)."""
+    if spec.label not in self._spec_hashes:
+      doc = spec.fingerprint()
+      if spec.kind == "prior" and spec.options.get("path"):
+        folder = pathlib.Path(spec.options["path"])
+        doc = {**doc, "contents": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                                   for name in ("card.json", "transfer.npz")
+                                   if (folder / name).is_file()}}
+      self._spec_hashes[spec.label] = _hash(doc)
+    return self._spec_hashes[spec.label]
+
   def _done(self, spec: TunerSpec, task_id: str) -> bool:
     path = self._cell_path(spec, task_id)
     if not path.exists():
       return False
     with np.load(path) as d:
-      return str(d["spec"]) == _hash(spec.fingerprint())
+      return str(d["spec"]) == self._spec_hash(spec)
 
   def _save(self, spec, task_id, best, failed, seconds):
     path = self._cell_path(spec, task_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, best=np.asarray(best, np.float32), failed=np.asarray(failed, bool),
-             seconds=np.float64(seconds), spec=_hash(spec.fingerprint()))
+             seconds=np.float64(seconds), spec=self._spec_hash(spec))
     os.replace(tmp, path)
 
   def run(self, only: Sequence[str] | None = None) -> dict:
@@ -346,6 +369,10 @@ class Harness:
         "references": refs, "runs": runs, "exact_random": self.exact_random(refs),
         "compiles": self.compiles, "compile_seconds": self.compile_seconds,
         "unavailable": self.unavailable,
+        "command": f"metatune evaluate {_shown(self.exp.source)} --out {_shown(self.out)}",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "jax": jax.__version__, "backend": jax.default_backend(),
+                    "load_average": round(os.getloadavg()[0], 2)},
     }
     report.write(result, self.out)
     return result

@@ -40,6 +40,12 @@ def summarize(result: dict) -> dict:
                                        for c in cps}
       row["paired_vs_no_transfer"] = {c: stats.paired_difference(
           reg[:, :, c - 1], runs[base]["regret"][:, :, c - 1]) for c in cps}
+    if r["kind"] == "prior":
+      # The acceptance reading of a prior: its paired difference with every other tuner.
+      row["paired_vs_each"] = {
+          other: {c: stats.paired_difference(reg[:, :, c - 1], o["regret"][:, :, c - 1])
+                  for c in cps}
+          for other, o in runs.items() if o["kind"] != "prior"}
     rows[label] = row
   ranks = {c: stats.mean_ranks({k: v["regret"] for k, v in runs.items()}, c) for c in cps} \
       if runs else {}
@@ -85,6 +91,19 @@ def table_markdown(result: dict, summary: dict) -> str:
       out += (f"| {label} | " + " | ".join(f"{row['worse_than_no_transfer'][c]:.0%}" for c in cps)
               + " | " + " | ".join(stats.fmt_ci(*row["paired_vs_no_transfer"][c]) for c in cps)
               + " |\n")
+  paired = {k: v for k, v in summary["rows"].items() if v.get("paired_vs_each")}
+  for label, row in paired.items():
+    out += (f"\nPaired difference `{label}` - other tuner (same task and seed), mean [95% CI]; "
+            "**better** when the CI lies below 0, *worse* when above, else a tie.\n\n"
+            "| other | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
+            + "---:|" * len(cps) + "\n")
+    for other, diffs in row["paired_vs_each"].items():
+      cells = []
+      for c in cps:
+        v = stats.verdict(diffs[c][1], diffs[c][2])
+        text = stats.fmt_ci(*diffs[c])
+        cells.append(f"**{text}**" if v == "better" else f"*{text}*" if v == "worse" else text)
+      out += f"| {other} | " + " | ".join(cells) + " |\n"
   return out
 
 
@@ -126,6 +145,20 @@ def _jsonable(x):
   return x
 
 
+def _provenance(result: dict) -> str:
+  """Which command wrote the table, where, and what the cells cost."""
+  if "command" not in result:
+    return ""
+  m = result.get("machine", {})
+  seconds = sum(float(r["seconds"]) for r in result["runs"].values())
+  compiled = sum(result.get("compile_seconds", {}).values())
+  return (f"Produced by `{result['command']}` ({m.get('platform')}, {m.get('cpus')} CPU cores, "
+          f"jax {m.get('jax')} on {m.get('backend')}, 1-minute load average "
+          f"{m.get('load_average')} when written). Wall time of the cells, summed over tuners: "
+          f"{seconds / 60:.1f} min, of which compiling {compiled / 60:.1f} min; the cells may "
+          "come from several resumed runs.\n\n")
+
+
 def write(result: dict, out: pathlib.Path) -> dict:
   """Writes results.json, table.md and curves.png; returns the summary."""
   summary = summarize(result)
@@ -135,7 +168,7 @@ def write(result: dict, out: pathlib.Path) -> dict:
           f"x {result['seeds']} seeds, {result['budget']} trials "
           f"({'pool-based: recorded evaluations' if result['pooled'] else 'live'}). Normalized "
           "regret of the best so far, mean [bootstrap 95% CI over tasks, then seeds].\n\n"
-          + table_markdown(result, summary))
+          + _provenance(result) + table_markdown(result, summary))
   (out / "table.md").write_text(text)
   if result["runs"]:
     plot(result, out / "curves.png")

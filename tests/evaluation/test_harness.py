@@ -52,7 +52,10 @@ def test_every_tuner_compiles_once_for_all_tasks(pooled, tmp_path):
   res = run_experiment(exp, tmp_path / "out", progress=False, log=lambda _: None)
   # Four tasks with pools of 150-180 records: one compiled function each.
   assert res["compiles"] == {"random": 1, "quasi_random": 1, "gp_bo": 1}
-  assert (tmp_path / "out" / "table.md").read_text().count("| gp_bo |") == 1
+  table = (tmp_path / "out" / "table.md").read_text()
+  assert table.count("| gp_bo |") == 1
+  assert f"Produced by `metatune evaluate {tmp_path / 'exp.yaml'} --out {tmp_path / 'out'}`" \
+      in table
   assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
   doc = json.loads((tmp_path / "out" / "results.json").read_text())
   assert set(doc["summary"]["rows"]) == {"random", "quasi_random", "gp_bo"}

@@ -28,6 +28,9 @@ def _leaves_equal(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+# Exact resume after a kill between iterations; the default run covers kills during saves
+# (test_killed_during_saves_resumes_to_the_same_prior) and the unfinished checkpoint.
+@pytest.mark.slow
 def test_killed_halfway_resume_matches_uninterrupted_run(family, tmp_path):
   config = MetaTrainConfig(**TINY, seed=3)
   full = meta_train(family, config, tmp_path / "full", checkpoint_every=1, progress=False,

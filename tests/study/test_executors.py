@@ -109,6 +109,7 @@ def test_parallel_workers_get_distinct_proposals_that_reproduce(space_file, tmp_
 
 # ray.init starts its processes with fork+exec, which JAX warns about; exec makes it safe.
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+@pytest.mark.slow  # ray is optional; starting its processes takes half a minute
 def test_ray_executor_runs_a_study(space_file, tmp_path):
   ray = pytest.importorskip("ray")
   ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -103,7 +103,14 @@ def test_every_registered_family_has_a_contract_case():
   assert set(CASES) == set(registry.FAMILIES)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+# The training and surrogate cases (real training; a surrogate trained first) take minutes;
+# their families' jit/vmap/no-retrace contracts run by default in test_training.py and
+# tests/surrogate/test_env.py.
+HEAVY = {"training", "surrogate"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n
+                                  for n in sorted(CASES)])
 def test_family_contract(name, tmp_path, request):
   data_dir = request.getfixturevalue("data_dir") if name in NEEDS_DATA else None
   family, diverging = CASES[name](tmp_path, data_dir)
