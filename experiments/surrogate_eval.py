@@ -247,8 +247,10 @@ def render(runs: list[dict], fid: dict | None, argv: Sequence[str], total: float
       "0..max_context, objectives normalized by the context's mean and sd), and the step "
       "with the best validation NLL on the meta-validation tasks is kept; then the output "
       "temperature (logits divided by it) is fitted on the same validation batches. The GP is "
-      "`metatune.tuners.gp` (exact GP, Matérn-5/2 ARD on the same features, hyperparameters "
-      "by 200 Adam steps on LML + priors), fitted on the same k points.",
+      "GP-BO's own model (`metatune.tuners.gp_model`, `GPPrior.for_space`: exact GP, "
+      "activity-aware Matérn-5/2 ARD kernel on the same features, lengthscale prior median 1 "
+      "with scale inflation, noise floor 1e-5; hyperparameters by 200 Adam steps on LML + "
+      "priors), fitted on the same k points.",
       "",
       "Scores per held-out task, averaged over 8 random contexts (the queries are the task's "
       "observations after the first 20 of each random order, the same for every k): Spearman "
