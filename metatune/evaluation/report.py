@@ -40,12 +40,13 @@ def summarize(result: dict) -> dict:
                                        for c in cps}
       row["paired_vs_no_transfer"] = {c: stats.paired_difference(
           reg[:, :, c - 1], runs[base]["regret"][:, :, c - 1]) for c in cps}
-    if r["kind"] == "prior":
-      # The acceptance reading of a prior: its paired difference with every other tuner.
+    if r["kind"] == "prior" or label == ref:
+      # The reading of a prior (and of the reference): its paired difference with every
+      # other tuner.
       row["paired_vs_each"] = {
           other: {c: stats.paired_difference(reg[:, :, c - 1], o["regret"][:, :, c - 1])
                   for c in cps}
-          for other, o in runs.items() if o["kind"] != "prior"}
+          for other, o in runs.items() if other != label and (o["kind"] != "prior" or label == ref)}
     rows[label] = row
   ranks = {c: stats.mean_ranks({k: v["regret"] for k, v in runs.items()}, c) for c in cps} \
       if runs else {}

@@ -16,7 +16,7 @@ def _result(prior_shift):
   for r in runs.values():
     r.update(failed=np.zeros(r["regret"].shape, bool), seconds=1.0)
   return {"experiment": "t", "family": "f", "tasks": list("abcdef"), "seeds": 4, "budget": 10,
-          "pooled": False, "checkpoints": [1, 5, 10], "reference": "gp_bo",
+          "pooled": False, "checkpoints": [1, 5, 10], "reference": "prior",
           "no_transfer": "gp_bo", "runs": runs, "command": "metatune evaluate x.yaml --out y",
           "machine": {"cpus": 2}}
 
@@ -32,3 +32,5 @@ def test_a_prior_is_read_against_every_other_tuner():
   text = report.table_markdown(worse, report.summarize(worse))
   assert "| gp_bo | *0.050" in text                 # worse: italic
   assert "paired_vs_each" not in report.summarize(worse)["rows"]["gp_bo"]
+  worse["reference"] = "gp_bo"                      # the reference is read the same way
+  assert set(report.summarize(worse)["rows"]["gp_bo"]["paired_vs_each"]) == {"prior"}
