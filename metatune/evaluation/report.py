@@ -152,12 +152,15 @@ def _provenance(result: dict) -> str:
     return ""
   m = result.get("machine", {})
   seconds = sum(float(r["seconds"]) for r in result["runs"].values())
-  compiled = sum(result.get("compile_seconds", {}).values())
+  compiled = result.get("compile_seconds") or {}
+  compiling = ("; the first cell of each tuner compiled in the last run, compilation "
+               "included: " + ", ".join(f"{k} {v:.0f} s" for k, v in compiled.items())
+               ) if compiled else ""
   return (f"Produced by `{result['command']}` ({m.get('platform')}, {m.get('cpus')} CPU cores, "
           f"jax {m.get('jax')} on {m.get('backend')}, 1-minute load average "
-          f"{m.get('load_average')} when written). Wall time of the cells, summed over tuners: "
-          f"{seconds / 60:.1f} min, of which compiling {compiled / 60:.1f} min; the cells may "
-          "come from several resumed runs.\n\n")
+          f"{m.get('load_average')} when written). Wall time of the cells, summed over tuners "
+          f"(compilation included): {seconds / 60:.1f} min{compiling}; the cells may come from "
+          "several resumed runs.\n\n")
 
 
 def write(result: dict, out: pathlib.Path) -> dict:
