@@ -161,7 +161,8 @@ class YahpoFamily(TaskFamily):
   for ``booster in {gbtree, dart}``, ``rate_drop``/``skip_drop`` only for
   ``dart``). Fidelities are fixed at their maximum (``trainsize = 1``,
   ``repl = 10``; ``YahpoConfig.fidelity`` changes them); lcbench evaluates
-  every epoch 1..52 into ``Metrics.curve`` and reads the objective at the last.
+  every epoch 1..52 into ``Metrics.curve`` and reads the objective at the last
+  (the environment methods below evaluate the last epoch only: what a tuner sees).
   Cost is the predicted training time in seconds (lcbench ``time`` at the last
   epoch, else ``timetrain``). The surrogate is deterministic: ``key`` is unused.
   Tasks (``lcbench/3945``) split 70/15/15 into meta-train, meta-validation and
@@ -274,10 +275,16 @@ class YahpoFamily(TaskFamily):
     x_cat = jnp.where(self._cat_col >= 0, code, jnp.asarray(instance, jnp.int32))
     return x_cat.astype(jnp.int32), x_cont
 
-  def predict(self, points: Points, instance: jax.Array) -> jax.Array:
-    """All surrogate targets (``scenario.targets``): f32[B, T], or f32[B, F, T] along the curve."""
+  def predict(self, points: Points, instance: jax.Array, curve: bool = True) -> jax.Array:
+    """All surrogate targets (``scenario.targets``): f32[B, T], or f32[B, F, T] along the curve.
+
+    ``curve=False``: at the last fidelity step only (f32[B, T]), 1/F of the work.
+    """
     x_cat, x_cont = self.inputs(points, instance)
     if self._curve_col is None:
+      return self.net(x_cat, x_cont)[0]
+    if not curve:
+      x_cont = x_cont.at[:, self._curve_col].set(float(self.fidelity.values[-1]))
       return self.net(x_cat, x_cont)[0]
     steps = jnp.asarray(self.fidelity.values, jnp.float32)
     b, f = x_cont.shape[0], steps.shape[0]
@@ -287,24 +294,30 @@ class YahpoFamily(TaskFamily):
     out = self.net(x_cat.reshape(b * f, -1), x_cont.reshape(b * f, -1))[0]
     return out.reshape(b, f, -1)
 
-  def metrics(self, key: jax.Array, points: Points, instance: jax.Array) -> Metrics:
-    """Metrics of a batch on one instance (an i32 code, so tasks ``vmap`` as data)."""
+  def metrics(self, key: jax.Array, points: Points, instance: jax.Array, curve: bool = True
+              ) -> Metrics:
+    """Metrics of a batch on one instance (an i32 code, so tasks ``vmap`` as data).
+
+    ``curve=False`` evaluates the last fidelity step only (no ``curve`` in the metrics, a
+    failure is a non-finite objective or cost there): what the environment methods use,
+    since a tuner sees the final objective (lcbench: 52 times less work and memory).
+    """
     del key  # deterministic surrogate
-    out = self.predict(points, instance)
+    out = self.predict(points, instance, curve)
     if out.ndim == 2:
       out = out[:, None, :]  # a single fidelity step
     column = lambda name: out[:, :, self._target[name]]
     obj = self.objective
-    curve = obj.sign * obj.scale * column(obj.target)  # f32[B, F]
+    along = obj.sign * obj.scale * column(obj.target)  # f32[B, F]
     test = (obj.sign * obj.scale * column(obj.test)[:, -1] if obj.test else
-            jnp.full(curve.shape[:1], jnp.nan, jnp.float32))
+            jnp.full(along.shape[:1], jnp.nan, jnp.float32))
     cost = column(self.scenario.cost)[:, -1]
-    watched = jnp.concatenate([curve, cost[:, None]], axis=1)
+    watched = jnp.concatenate([along, cost[:, None]], axis=1)
     failed = jnp.any(~jnp.isfinite(watched), axis=1)
     reason = jnp.where(jnp.any(jnp.isnan(watched), axis=1), REASON_CODE["nan"],
                        REASON_CODE["diverged"])
-    return Metrics.simple(curve[:, -1], failed, reason, test_objective=test, curve=curve,
-                          cost=cost)
+    extra = {"curve": along} if curve else {}
+    return Metrics.simple(along[:, -1], failed, reason, test_objective=test, cost=cost, **extra)
 
   # ------------------------------------------------------------- the family
   def task_id(self, instance: str) -> str:
@@ -331,12 +344,12 @@ class YahpoFamily(TaskFamily):
 
   def clean(self, task: jax.Array, points: Points) -> jax.Array:
     """f32[B]: the objective (the surrogate is noise-free), NaN where the evaluation failed."""
-    m = self.metrics(jax.random.key(0), points, task)
+    m = self.metrics(jax.random.key(0), points, task, curve=False)
     return jnp.where(m.failed, jnp.nan, m.objective)
 
   def evaluate(self, key: jax.Array, task: jax.Array, points: Points) -> Evaluation:
     """What a tuner sees of a batch on the task with instance code ``task``."""
-    m = self.metrics(key, points, task)
+    m = self.metrics(key, points, task, curve=False)
     return Evaluation.of(m.objective, m.failed)
 
   def reference(self, key: jax.Array, task: jax.Array, num: int = 4096, refine: int = 20

@@ -336,3 +336,24 @@ def test_environment_methods_take_tasks_as_data(family, monkeypatch):
   assert ev.objective.shape == (8,)
   opt, med, worst = family.reference(jax.random.key(2), family.task_params(0), 64, 2)
   assert float(opt) <= float(med) <= float(worst)
+
+
+@pytest.mark.data
+def test_environment_methods_read_the_last_epoch_only(data_dir, monkeypatch):
+  """``evaluate``/``clean`` (meta-training, the harness) skip the curve: same objective, 1/52 work."""
+  fam = _family(str(data_dir), "lcbench")
+  calls = []
+
+  def net(x_cat, x_cont):
+    calls.append(x_cont.shape[0])
+    return (jnp.ones((x_cat.shape[0], len(fam.scenario.targets))) * x_cont[:, :1],)
+  monkeypatch.setattr(fam, "net", net)
+  u, a = _points(fam, 4)
+  code = fam.instance_code(fam.task_ids()[0])
+  full = fam.metrics(jax.random.key(0), Points(u, a), code)
+  calls.clear()
+  ev = fam.evaluate(jax.random.key(0), jnp.asarray(code), Points(u, a))
+  assert calls == [4]  # one row per configuration, not 52
+  np.testing.assert_allclose(ev.objective, full.objective, rtol=1e-6)
+  np.testing.assert_allclose(fam.clean(jnp.asarray(code), Points(u, a)), full.objective,
+                             rtol=1e-6)
