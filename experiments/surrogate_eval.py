@@ -25,7 +25,7 @@ Usage (from the repository root; builds take ~10 min and ~45 min on 2 busy cores
   python experiments/surrogate_eval.py --quick ...   # smoke run: few steps, few tasks
 
 Writes ``paper/tables/surrogate_eval.md`` (or ``--out``), PNGs under
-``paper/figures/`` and the trained surrogates under ``--save-dir``.
+``paper/figures/`` (or ``--figures-dir``) and the trained surrogates under ``--save-dir``.
 """
 
 from __future__ import annotations
@@ -66,9 +66,18 @@ def log(msg: str):
   print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _shown(path: Path) -> str:
+  """``path`` relative to the repository when it is below it."""
+  try:
+    return str(Path(path).resolve().relative_to(REPO))
+  except ValueError:
+    return str(path)
+
+
 # ------------------------------------------------------------- surrogate
 def train_and_score(name: str, family_path: str, dataset: Path, steps: int, reps: int,
-                    seed: int, save_dir: Path, quick: bool) -> dict:
+                    seed: int, save_dir: Path, quick: bool,
+                    figures_dir: Path = REPO / "paper" / "figures") -> dict:
   """Meta-trains on the dataset's meta_train tasks and scores on its held-out tasks."""
   config = registry.load_family_config(REPO / family_path)
   table, split_of = sg.load_table(dataset)
@@ -106,7 +115,7 @@ def train_and_score(name: str, family_path: str, dataset: Path, steps: int, reps
   start = time.perf_counter()
   result = ev.evaluate(eval_key, surrogate, held, KS, reps)
   eval_seconds = time.perf_counter() - start
-  fig = REPO / "paper" / "figures" / f"surrogate_eval_{name}.png"
+  fig = figures_dir / f"surrogate_eval_{name}.png"
   fig.parent.mkdir(parents=True, exist_ok=True)
   ev.plot(result, held, fig, f"{config.name}: predicted vs observed on held-out tasks")
   log(f"{name}: scored in {eval_seconds:.0f}s\n" + ev.table_markdown(result))
@@ -295,7 +304,7 @@ def render(runs: list[dict], fid: dict | None, argv: Sequence[str], total: float
                     f"({res['tasks'][int(np.argmax(res[m][5]['nll']))]})"
                     for m in ("meta", "gp") if 5 in res[m]) + ".",
         "",
-        f"Figure: `paper/figures/surrogate_eval_{run['name']}.png` (predicted mean vs observed, "
+        f"Figure: `{_shown(run['figure'])}` (predicted mean vs observed, "
         "first random context of every held-out task).",
     ]
     target = all(np.mean(res["meta"][k]["spearman"]) > np.mean(res["gp"][k]["spearman"])
@@ -403,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--skip-fidelity", action="store_true")
   parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 4 tasks")
   parser.add_argument("--save-dir", type=Path, default=REPO / ".cache_data" / "surrogates")
+  parser.add_argument("--figures-dir", type=Path, default=REPO / "paper" / "figures",
+                      help="where the PNGs go (default paper/figures)")
   parser.add_argument("--out", type=Path, default=REPO / "paper" / "tables" / "surrogate_eval.md")
   args = parser.parse_args(argv)
   if args.quick:
@@ -416,11 +427,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
       parser.error(f"{path}: no meta-dataset (build it first: see this script's docstring)")
   start = time.perf_counter()
   runs = [train_and_score("yahpo", FAMILIES["yahpo"][0], args.yahpo_dataset, args.yahpo_steps,
-                          args.reps, args.seed, args.save_dir, args.quick)]
+                          args.reps, args.seed, args.save_dir, args.quick, args.figures_dir)]
   if not args.skip_training_family:
     runs.append(train_and_score("training", FAMILIES["training"][0], args.training_dataset,
                                 args.training_steps, args.reps, args.seed, args.save_dir,
-                                args.quick))
+                                args.quick, args.figures_dir))
   fid = None if args.skip_fidelity else fidelity(runs[0], args.data_dir, args.seeds,
                                                  args.trials, args.seed)
   text = render(runs, fid, argv, time.perf_counter() - start)

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
   from metatune.data import cli as data_cli
   from metatune.evaluation import cli as evaluation_cli
   from metatune.meta import cli as meta_cli
+  from metatune.reproduce import cli as reproduce_cli
   from metatune.space import cli as space_cli
   from metatune.study import cli as study_cli
   from metatune.surrogate import cli as surrogate_cli
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
   surrogate_cli.add_commands(sub)
   study_cli.add_commands(sub)
   evaluation_cli.add_commands(sub)
+  reproduce_cli.add_commands(sub)
   return parser
 
 

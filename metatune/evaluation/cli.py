@@ -12,11 +12,10 @@ def cmd_evaluate(args) -> int:
   # pylint: disable=import-outside-toplevel
   from metatune.evaluation.experiment import load_experiment
   from metatune.evaluation.harness import run_experiment
-  exp = load_experiment(args.config)
-  changes = {k: v for k, v in (("seeds", args.seeds), ("max_tasks", args.max_tasks),
-                               ("budget", args.budget)) if v is not None}
-  if changes:
-    exp = exp.replace(**changes)
+  # The shortcut flags are settings like --set ones, so the table says they were used.
+  shortcuts = [f"{k}={v}" for k, v in (("seeds", args.seeds), ("max_tasks", args.max_tasks),
+                                       ("budget", args.budget)) if v is not None]
+  exp = load_experiment(args.config, list(args.overrides or []) + shortcuts)
   labels = [t.label for t in exp.tuners]
   for label in args.tuner or []:
     if label not in labels:
@@ -72,10 +71,17 @@ def add_commands(sub) -> None:
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
   p.add_argument("--tuner", action="append", default=None, metavar="LABEL",
                  help="run only this tuner of the config (repeatable)")
-  p.add_argument("--seeds", type=positive_int, default=None, help="override the seeds")
+  p.add_argument("--set", action="append", default=None, dest="overrides", metavar="KEY=VALUE",
+                 help="override a field of the config, as if written in it (repeatable): "
+                 "seeds=3, max_tasks=4, budget=20, tuners.LABEL.options.path=DIR (relative "
+                 "paths are relative to the config); checked like the file, and named in "
+                 "table.md")
+  p.add_argument("--seeds", type=positive_int, default=None, help="override the seeds (--set "
+                 "seeds=N)")
   p.add_argument("--max-tasks", type=positive_int, default=None,
-                 help="only the first N tasks")
-  p.add_argument("--budget", type=positive_int, default=None, help="override the budget")
+                 help="only the first N tasks (--set max_tasks=N)")
+  p.add_argument("--budget", type=positive_int, default=None, help="override the budget (--set "
+                 "budget=N)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(fn=cmd_evaluate)
 

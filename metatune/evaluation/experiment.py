@@ -20,6 +20,10 @@ An experiment config::
     gp_bo: {options: {num_candidates: 512}}
     portfolio: {build: {dataset: ../../.cache_data/xgb, split: meta_train, size: 100}}
     tpe: {tuner: optuna_tpe}
+
+Settings override the file (``metatune evaluate --set seeds=3 --set max_tasks=4``): a dotted key
+``FIELD`` or ``tuners.LABEL.KEY...`` and a YAML value, read as if written in the file (relative
+paths are relative to the config); the table says which settings were overridden.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
 from metatune.space import SpaceError, yamlio
 from metatune.space.model import did_you_mean
@@ -91,6 +95,7 @@ class Experiment:
   source: str
   description: str = ""
   worse_tolerance: float = 0.0
+  overrides: tuple[str, ...] = ()
 
   def replace(self, **changes) -> "Experiment":
     return dataclasses.replace(self, **changes)
@@ -110,16 +115,44 @@ def _resolve(folder: pathlib.Path, value: Any) -> Any:
   return value
 
 
-def load_experiment(path: str | os.PathLike) -> Experiment:
-  """Reads an experiment config.
+def _override(root, text: str) -> None:
+  """Applies one ``KEY=VALUE`` setting to the config's node tree (checked like the file)."""
+  keys, value = yamlio.parse_setting(text)
+  if keys[0] not in TOP_KEYS:
+    raise value.error(f"unknown field {keys[0]!r}{did_you_mean(keys[0], TOP_KEYS)}; the fields "
+                      f"of an experiment config: {', '.join(sorted(TOP_KEYS))}")
+  if keys[0] == "tuners" and len(keys) > 1:
+    node = dict(root.items()).get("tuners")
+    labels = [k for k, _ in node.items()] if node is not None and node.kind == "mapping" else []
+    if keys[1] not in labels:
+      raise value.error(f"no tuner {keys[1]!r} in {root.source}{did_you_mean(keys[1], labels)}; "
+                        f"its tuners: {', '.join(labels) or 'none'}")
+  yamlio.set_path(root, keys, value)
+
+
+def load_experiment(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Experiment:
+  """Reads an experiment config, with command-line settings over it.
+
+  Args:
+    path: the config (YAML).
+    overrides: ``KEY=VALUE`` settings (``seeds=3``, ``tuners.prior.options.path=DIR``),
+      applied in order; each is checked as the file is, and recorded in the experiment.
 
   Raises:
-    SpaceError: an unknown key, tuner or split, a bad value; naming the file and line.
+    SpaceError: an unknown key, tuner or split, a bad value; naming the file and line, or
+      the setting (``--set TEXT``) that brought it.
+
+  Example:
+    >>> exp = load_experiment("configs/experiments/synthetic.yaml", ["seeds=2"])  # doctest: +SKIP
+    >>> exp.seeds, exp.overrides                                                 # doctest: +SKIP
+    (2, ('seeds=2',))
   """
   path = os.fspath(path)
   root = yamlio.load(yamlio.read_text(path, "experiment config"), path)
   if root.kind != "mapping":
     raise root.error("an experiment config must be a mapping")
+  for text in overrides:
+    _override(root, text)
   fields = dict(root.items())
   for k, v in fields.items():
     if k not in TOP_KEYS:
@@ -182,7 +215,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
                     ints.get("seeds", 10), seed, checkpoints, refs.get("reference"),
                     refs.get("no_transfer"), ints.get("reference_samples", 4096),
                     ints.get("reference_refine", 20), tuple(tuners), path, description,
-                    float(tolerance))
+                    float(tolerance), tuple(overrides))
 
 
 def _tuners(node, folder: pathlib.Path) -> list[TunerSpec]:

@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import platform
+import shlex
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -369,7 +370,9 @@ class Harness:
         "references": refs, "runs": runs, "exact_random": self.exact_random(refs),
         "compiles": self.compiles, "compile_seconds": self.compile_seconds,
         "unavailable": self.unavailable,
-        "command": f"metatune evaluate {_shown(self.exp.source)} --out {_shown(self.out)}",
+        "overrides": list(self.exp.overrides),
+        "command": (f"metatune evaluate {_shown(self.exp.source)} --out {_shown(self.out)}"
+                    + "".join(f" --set {shlex.quote(o)}" for o in self.exp.overrides)),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "jax": jax.__version__, "backend": jax.default_backend(),
                     "load_average": round(os.getloadavg()[0], 2)},

@@ -163,17 +163,30 @@ def _provenance(result: dict) -> str:
           "several resumed runs.\n\n")
 
 
+def heading(result: dict) -> str:
+  """The text of table.md above the tables: what ran, settings overridden, provenance.
+
+  Example:
+    >>> print(heading({"experiment": "e", "tasks": ["a"], "family": "f", "seeds": 2,
+    ...                "budget": 5, "pooled": False, "overrides": ["seeds=2"]}).splitlines()[4])
+    Settings overridden on the command line, over the config's: `seeds=2`.
+  """
+  text = (f"# {result['experiment']}\n\n{len(result['tasks'])} tasks of {result['family']} "
+          f"x {result['seeds']} seeds, {result['budget']} trials "
+          f"({'pool-based: recorded evaluations' if result['pooled'] else 'live'}). Normalized "
+          "regret of the best so far, mean [bootstrap 95% CI over tasks, then seeds].\n\n")
+  if result.get("overrides"):
+    text += ("Settings overridden on the command line, over the config's: "
+             + ", ".join(f"`{o}`" for o in result["overrides"]) + ".\n\n")
+  return text + _provenance(result)
+
+
 def write(result: dict, out: pathlib.Path) -> dict:
   """Writes results.json, table.md and curves.png; returns the summary."""
   summary = summarize(result)
   result["summary"] = summary
   (out / "results.json").write_text(json.dumps(_jsonable(result)) + "\n")
-  text = (f"# {result['experiment']}\n\n{len(result['tasks'])} tasks of {result['family']} "
-          f"x {result['seeds']} seeds, {result['budget']} trials "
-          f"({'pool-based: recorded evaluations' if result['pooled'] else 'live'}). Normalized "
-          "regret of the best so far, mean [bootstrap 95% CI over tasks, then seeds].\n\n"
-          + _provenance(result) + table_markdown(result, summary))
-  (out / "table.md").write_text(text)
+  (out / "table.md").write_text(heading(result) + table_markdown(result, summary))
   if result["runs"]:
     plot(result, out / "curves.png")
   return summary

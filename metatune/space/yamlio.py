@@ -101,6 +101,10 @@ _Loader.add_implicit_resolver(
 _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
+# Attribute of a raw yaml node that came from a command-line setting: the setting's text.
+_SETTING = "metatune_setting"
+
+
 class Node:
   """A YAML node with its file and line, for error messages."""
 
@@ -115,7 +119,8 @@ class Node:
 
   @property
   def where(self) -> str:
-    return f"{self.source}:{self.line}"
+    # A node grafted from a command-line setting (`parse_setting`) names the setting.
+    return getattr(self._node, _SETTING, None) or f"{self.source}:{self.line}"
 
   def error(self, problem: str) -> SpaceError:
     return SpaceError(problem, self.where)
@@ -245,3 +250,85 @@ def load(text: str, source: str) -> Node:
   if node is None:
     raise SpaceError("the file is empty", source)
   return Node(node, source, _Loader(""))
+
+
+def _mark(node: yaml.Node, where: str) -> None:
+  setattr(node, _SETTING, where)
+  if isinstance(node, yaml.SequenceNode):
+    for child in node.value:
+      _mark(child, where)
+  elif isinstance(node, yaml.MappingNode):
+    for key, child in node.value:
+      _mark(key, where)
+      _mark(child, where)
+
+
+def parse_setting(text: str) -> tuple[list[str], Node]:
+  """A command-line setting ``a.b.c=VALUE``: its dotted key and its value as a node.
+
+  The value is YAML, read as it would be in a file (``3``, ``false``, ``[1, 5]``,
+  ``{x: 1}``, a string). Errors about the setting, and later errors about the
+  value, name ``--set TEXT`` instead of a file and line.
+
+  Raises:
+    SpaceError: no ``=``, an empty key part or value, or a value that is not YAML.
+
+  Example:
+    >>> keys, node = parse_setting("tuners.gp_bo.options={num_candidates: 64}")
+    >>> keys, node.plain()
+    (['tuners', 'gp_bo', 'options'], {'num_candidates': 64})
+    >>> node.where
+    '--set tuners.gp_bo.options={num_candidates: 64}'
+  """
+  where = f"--set {text}"
+  key, sep, value = text.partition("=")
+  keys = key.strip().split(".")
+  if not sep or not all(keys):
+    raise SpaceError("expected KEY=VALUE with a dotted KEY, e.g. seeds=3 or "
+                     "tuners.gp_bo.options.num_candidates=256", where)
+  if not value.strip():
+    raise SpaceError("no value after '=' (write null for none)", where)
+  try:
+    node = load(value, where)
+  except SpaceError as e:
+    raise SpaceError(e.problem, where) from None
+  _mark(node._node, where)  # pylint: disable=protected-access
+  return keys, node
+
+
+def set_path(root: Node, keys: list[str], value: Node) -> None:
+  """Puts ``value`` at ``root[keys[0]][keys[1]]...`` (a setting over a config), in place.
+
+  Missing mappings on the way are created, an empty (null) value becomes a mapping;
+  the config is then read as usual, so its schema checks the keys and the value.
+
+  Raises:
+    SpaceError: a key on the way holds a value that is not a mapping (at the setting).
+  """
+  # pylint: disable=protected-access
+  where = value.where
+  mark = value._node.start_mark
+  node = root._node
+  for i, k in enumerate(keys):
+    if not isinstance(node, yaml.MappingNode):
+      raise SpaceError(f"{'.'.join(keys[:i])} is not a mapping in {root.source}, so it has no "
+                       f"key {k!r}", where)
+    pairs = node.value
+    j = next((j for j, (kn, _) in enumerate(pairs)
+              if isinstance(kn, yaml.ScalarNode) and kn.value == k), None)
+    if j is None:
+      kn = yaml.ScalarNode("tag:yaml.org,2002:str", k, mark, mark)
+      setattr(kn, _SETTING, where)
+      new = yaml.MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+      setattr(new, _SETTING, where)
+      pairs.append((kn, new))
+      j = len(pairs) - 1
+    kn, child = pairs[j]
+    if i == len(keys) - 1:
+      pairs[j] = (kn, value._node)
+      return
+    if isinstance(child, yaml.ScalarNode) and child.tag.endswith(":null"):
+      child = yaml.MappingNode("tag:yaml.org,2002:map", [], mark, mark)
+      setattr(child, _SETTING, where)
+      pairs[j] = (kn, child)
+    node = child

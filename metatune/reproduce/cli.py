@@ -1,0 +1,92 @@
+"""``metatune reproduce`` (registered by `add_commands`); nothing here imports jax."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+
+from metatune.clitools import UsageError
+
+REGISTRY = "configs/reproduce.yaml"
+
+
+def _tail(path: pathlib.Path, lines: int = 15) -> str:
+  try:
+    text = path.read_text(encoding="utf-8", errors="replace")
+  except OSError:
+    return ""
+  # Progress bars rewrite their line with carriage returns: keep what each line ended as.
+  return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
+
+
+def cmd_reproduce(args) -> int:
+  # pylint: disable=import-outside-toplevel
+  from metatune.reproduce import registry as reg
+  from metatune.reproduce import runner
+  root = pathlib.Path.cwd()
+  path = pathlib.Path(args.registry or REGISTRY)
+  if not path.is_file():
+    raise UsageError(f"{path}: no such registry" + ("" if args.registry else
+                     " (run metatune reproduce from the repository root, or pass --registry)"))
+  data_dir = args.data_dir or os.environ.get("METATUNE_DATA_DIR") or None
+  if data_dir and not os.path.isdir(data_dir):
+    setting = "--data-dir" if args.data_dir else "METATUNE_DATA_DIR"
+    raise UsageError(f"{setting}={data_dir}: no such folder")
+  registry = reg.load_registry(path)
+  wanted = {e.name for e in reg.order(registry, args.only or ())}
+  gpu = None
+  if any(e.gpu and not e.profile(args.profile).skip and e.name in wanted
+         for e in registry.entries.values()):
+    gpu = runner.detect_gpu()
+  items = runner.plan(registry, args.profile, root, args.only or (), data_dir, gpu=gpu)
+  if args.list:
+    print(runner.plan_text(items, args.profile, str(path)))
+    return 0
+  if args.dry_run:
+    print(runner.commands_text(items, args.profile, data_dir))
+    return 0
+  print(f"metatune reproduce --profile {args.profile}: {runner.summary(items)} "
+        "(--list says why)", flush=True)
+  ok = False
+  try:
+    ok = runner.run(items, root, data_dir, out=sys.stderr, live=sys.stderr.isatty())
+  finally:
+    written = runner.write_report(items, args.profile, root, data_dir, gpu)
+  if not ok:
+    failed = next(i for i in items if i.status == "failed")
+    tail = _tail(root / failed.step.log)
+    print(f"error: entry {failed.name!r} failed ({failed.reason}); its log: {failed.step.log}"
+          + (f"; it ends:\n{tail}" if tail else ""), file=sys.stderr)
+    print(f"report: {written}")
+    return 1
+  print(f"report: {written}")
+  return 0
+
+
+def add_commands(sub) -> None:
+  """Registers ``reproduce`` on the top-level subparsers."""
+  from metatune.reproduce.registry import PROFILES  # pylint: disable=import-outside-toplevel
+  p = sub.add_parser(
+      "reproduce", help="regenerate the paper's tables and figures (configs/reproduce.yaml)",
+      description="Runs the experiments of the registry (configs/reproduce.yaml: evaluate "
+      "configs, experiment scripts and the dataset builds and meta-training they need) in "
+      "dependency order, each as a subprocess from the repository root with its output in a "
+      "log. Resumable: an entry that succeeded is stamped and skipped on the next run until "
+      "its command, its input files or an entry it needs change. Entries that need the data "
+      "folder or a GPU are skipped, with the reason, where there is none. The quick profile "
+      "runs small versions and writes below paper/quick/ and .cache_data/quick/; the full "
+      "profile writes the paper's results (paper/evaluate/, paper/tables/). Ends with "
+      "REPRODUCE.md: every entry, its command, status, seconds and machine.")
+  p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
+                 help="quick (small, minutes to hours on a CPU; the default) or full (the "
+                 "paper's settings)")
+  p.add_argument("--only", action="extend", nargs="+", default=None, metavar="NAME",
+                 help="run only these entries and what they need (repeatable)")
+  p.add_argument("--list", action="store_true",
+                 help="print the plan (order, up-to-date and skipped entries with reasons)")
+  p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+  p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
+  p.add_argument("--registry", default=None, metavar="FILE",
+                 help=f"the registry (default: {REGISTRY} in the current folder, the root)")
+  p.set_defaults(fn=cmd_reproduce)

@@ -1,0 +1,469 @@
+"""Plans a profile of the registry, runs what is not up to date, stamps it and writes the report.
+
+Each entry runs as a subprocess from the repository root, its output in ``{paper}/logs/NAME.log``.
+When it succeeds (exit code 0 and every declared output written) a stamp
+``{paper}/logs/NAME.stamp.json`` records its command, profile, exit code, seconds, machine and a
+hash of its definition, its input files and the hashes of the entries it needs; a later run
+skips an entry whose stamp matches and whose outputs exist, and reruns it (and what needs it)
+when any of them changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence, TextIO
+
+from metatune.reproduce.registry import PROFILES, Registry, Step, order, resolve
+from metatune.space import yamlio
+from metatune.space.errors import SpaceError
+
+NO_DATA = "needs the data folder (METATUNE_DATA_DIR or --data-dir)"
+NO_GPU = "needs a GPU (jax's backend here is the CPU)"
+
+
+@dataclasses.dataclass
+class Item:
+  """An entry of a plan and what happens to it.
+
+  Attributes:
+    step: the entry resolved for the profile.
+    hash: of its definition, its input files and the hashes of the entries it needs.
+    inputs: its input files and their hashes.
+    status: before a run ``run``, ``done`` (its stamp matches), ``skip`` or ``unselected``
+      (outside ``--only``); after one also ``ran``, ``failed`` or ``not run``.
+    reason: why (the skip's reason, what changed since the stamp, why it failed, ...).
+    stamp: its stamp when it matches (or was just written).
+    seconds: how long it ran in this run.
+  """
+  step: Step
+  hash: str
+  inputs: dict[str, str]
+  status: str
+  reason: str = ""
+  stamp: dict | None = None
+  seconds: float | None = None
+
+  @property
+  def name(self) -> str:
+    return self.step.entry.name
+
+
+def _hash(doc: Any) -> str:
+  return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_hash(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def detect_gpu() -> bool:
+  """Whether jax sees a GPU, asked in a subprocess so that this process never holds the device."""
+  try:
+    done = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
+                          capture_output=True, text=True, timeout=300, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+  lines = done.stdout.split()
+  return done.returncode == 0 and bool(lines) and lines[-1] == "gpu"
+
+
+def machine() -> dict[str, Any]:
+  """Platform, CPU count, jax version and 1-minute load average (jax is not imported)."""
+  try:
+    jax_version = importlib.metadata.version("jax")
+  except importlib.metadata.PackageNotFoundError:
+    jax_version = "not installed"
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax_version,
+          "load_average": round(load, 2)}
+
+
+def _family_of(config: pathlib.Path) -> pathlib.Path | None:
+  """The family config an experiment config names (None when it cannot be read)."""
+  try:
+    fields = dict(yamlio.load(yamlio.read_text(str(config), "experiment config"),
+                              str(config)).items())
+    return (config.parent / str(fields["family"].scalar())).resolve()
+  except (SpaceError, KeyError, TypeError):
+    return None
+
+
+def _inputs(step: Step, root: pathlib.Path, produced: set[str]) -> dict[str, str]:
+  """The files a step reads that no entry writes: its config and family, its script, and the
+  arguments that name files."""
+  e = step.entry
+  found: list[pathlib.Path] = []
+  if e.config:
+    found.append(root / e.config)
+    family = _family_of(root / e.config)
+    if family is not None:
+      found.append(family)
+  found += [root / w for w in step.argv[1:] if not os.path.isabs(w) and w not in produced]
+  out = {}
+  for path in found:
+    try:
+      rel = path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+      continue
+    if rel not in produced and path.is_file():
+      out[rel] = _file_hash(path)
+  return dict(sorted(out.items()))
+
+
+def _check_step(step: Step, root: pathlib.Path, check_configs: bool) -> None:
+  e = step.entry
+  for what in ("config", "script"):
+    path = getattr(e, what)
+    if path and not (root / path).is_file():
+      raise SpaceError(f"entry {e.name!r}: its {what} {path} does not exist", e.where)
+  if e.kind == "evaluate" and check_configs:
+    # The settings are checked as `metatune evaluate --set` checks them: before anything runs.
+    # pylint: disable=import-outside-toplevel
+    from metatune.evaluation.experiment import load_experiment
+    try:
+      load_experiment(root / e.config, step.settings)
+    except SpaceError as err:
+      raise SpaceError(f"entry {e.name!r} ({step.profile} profile): {err}",
+                       e.profile(step.profile).where) from None
+
+
+def read_stamp(path: pathlib.Path) -> dict | None:
+  try:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return None
+  return doc if isinstance(doc, dict) else None
+
+
+def plan(registry: Registry, profile: str, root: str | os.PathLike, only: Sequence[str] = (),
+         data_dir: str | None = None, gpu: bool | None = None,
+         check_configs: bool = True) -> list[Item]:
+  """Every entry of the registry in dependency order, with what a run would do to it.
+
+  Args:
+    registry: the registry.
+    profile: ``quick`` or ``full``.
+    root: the repository root (paths of the registry are relative to it).
+    only: run only these entries and what they need (the others are ``unselected``).
+    data_dir: the data folder, or None when there is none (entries with ``data`` skip).
+    gpu: whether a GPU is there; None asks jax (in a subprocess) when an entry needs one.
+    check_configs: load every evaluate entry's config with its settings (imports jax).
+
+  Returns:
+    the items, in the order a run takes them.
+
+  Raises:
+    SpaceError: a config or script that does not exist, a bad setting of an evaluate entry,
+      a name of ``only`` that is no entry.
+  """
+  root = pathlib.Path(root)
+  entries = order(registry)
+  selected = {e.name for e in order(registry, only)}
+  steps = {e.name: resolve(e, profile) for e in entries}
+  produced = {o for s in steps.values() for o in s.outputs}
+  items: dict[str, Item] = {}
+  found_gpu: list[bool] = [] if gpu is None else [gpu]
+
+  def gpu_here() -> bool:
+    if not found_gpu:
+      found_gpu.append(detect_gpu())
+    return found_gpu[0]
+
+  for e in entries:
+    step = steps[e.name]
+    _check_step(step, root, check_configs)
+    inputs = _inputs(step, root, produced)
+    needs = {n: items[n].hash for n in e.needs}
+    digest = _hash({"kind": e.kind, "command": step.command, "outputs": list(step.outputs),
+                    "inputs": inputs, "needs": needs})
+    item = Item(step, digest, inputs, "run")
+    items[e.name] = item
+    stamp = read_stamp(root / step.stamp)
+    matches = stamp is not None and stamp.get("hash") == digest
+    missing = [o for o in step.outputs if not (root / o).exists()]
+    skipped = [n for n in e.needs if items[n].status == "skip"]
+    rerun = [n for n in e.needs if items[n].status == "run"]
+    if e.name not in selected:
+      item.status, item.stamp = "unselected", stamp if matches and not missing else None
+    elif step.skip:
+      item.status, item.reason = "skip", step.skip
+    elif e.data and not data_dir:
+      item.status, item.reason = "skip", NO_DATA
+    elif skipped:
+      item.status, item.reason = "skip", f"needs {skipped[0]!r}, which is skipped"
+    elif e.gpu and not gpu_here():
+      item.status, item.reason = "skip", NO_GPU
+    elif rerun:
+      item.reason = f"needs {rerun[0]!r}, which runs"
+    elif stamp is None:
+      item.reason = "no stamp yet"
+    elif not matches:
+      item.reason = "its command, input files or needs changed since its stamp"
+    elif missing:
+      item.reason = f"its output {missing[0]} is missing"
+    else:
+      item.status, item.stamp = "done", stamp
+  return list(items.values())
+
+
+def _clock(seconds: float) -> str:
+  m, s = divmod(round(seconds), 60)
+  h, m = divmod(m, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _Progress:
+  """One line per entry: ``[k/n] NAME`` and its elapsed time (a live tqdm line on a terminal)."""
+
+  def __init__(self, total: int, out: TextIO, live: bool):
+    self.total, self.out, self.live = total, out, live
+    self.bar = None
+    self.label = ""
+
+  def start(self, k: int, name: str, log: str) -> None:
+    self.label = f"[{k}/{self.total}] {name}"
+    if self.live:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+      # A terminal that reports no width (some ptys) would truncate the line to nothing.
+      self.bar = tqdm(total=None, desc=f"{self.label}: running (log {log})",
+                      bar_format="{desc} {elapsed}", file=self.out, leave=True,
+                      ncols=shutil.get_terminal_size((100, 20)).columns)
+    else:
+      print(f"{self.label}: running (log {log})", file=self.out, flush=True)
+
+  def tick(self) -> None:
+    if self.bar is not None:
+      self.bar.refresh()
+
+  def end(self, text: str, seconds: float) -> None:
+    if self.bar is not None:
+      self.bar.set_description_str(f"{self.label}: {text}, in", refresh=True)
+      self.bar.close()
+      self.bar = None
+    else:
+      print(f"{self.label}: {text}, in {_clock(seconds)}", file=self.out, flush=True)
+
+
+def _execute(step: Step, root: pathlib.Path, env: dict[str, str], log_path: pathlib.Path,
+             tick: Callable[[], None]) -> int:
+  """Runs the step with its output in its log; its exit code (127: it could not start)."""
+  with open(log_path, "w", encoding="utf-8") as log:
+    log.write(f"# {step.command}\n# started {datetime.datetime.now().isoformat(timespec='seconds')}"
+              f" in {root}\n")
+    log.flush()
+    try:
+      proc = subprocess.Popen(step.argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
+    except OSError as e:
+      log.write(f"could not start {step.argv[0]}: {e}\n")
+      return 127
+    try:
+      while True:
+        try:
+          return proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+          tick()
+    except BaseException:  # Ctrl-C: stop the entry before leaving
+      proc.terminate()
+      try:
+        proc.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+      raise
+
+
+def _write_json(path: pathlib.Path, doc: dict) -> None:
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+  os.replace(tmp, path)
+
+
+def _stop_after(failed: Item, later: list[Item]) -> None:
+  """Marks the entries a failed (or interrupted) one leaves unrun, saying why."""
+  blocked = {failed.name}
+  for item in later:
+    cause = next((n for n in item.step.entry.needs if n in blocked), None)
+    item.status = "not run"
+    if cause is not None:
+      blocked.add(item.name)
+      item.reason = f"needs {cause!r}, which {'failed' if cause == failed.name else 'did not run'}"
+    else:
+      item.reason = f"the run stopped when {failed.name!r} failed"
+
+
+def run(items: list[Item], root: str | os.PathLike, data_dir: str | None = None,
+        out: TextIO = sys.stdout, live: bool = False) -> bool:
+  """Runs the items whose status is ``run``, in order, stamping each that succeeds.
+
+  The first failure (an exit code other than 0, or a declared output not written) stops the
+  run: that item becomes ``failed`` and the rest ``not run``.
+
+  Args:
+    items: a plan (`plan`); updated in place.
+    root: the repository root (each entry's working directory).
+    data_dir: the data folder, passed to the entries as ``METATUNE_DATA_DIR``.
+    out: where the progress lines go.
+    live: one live line per entry with its elapsed time (tqdm), for a terminal.
+
+  Returns:
+    whether every entry that was to run succeeded.
+  """
+  root = pathlib.Path(root)
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  if data_dir:
+    env["METATUNE_DATA_DIR"] = os.path.abspath(data_dir)
+  todo = [item for item in items if item.status == "run"]
+  progress = _Progress(len(todo), out, live)
+  for k, item in enumerate(todo, 1):
+    step = item.step
+    for path in (step.log,) + step.outputs:
+      (root / path).parent.mkdir(parents=True, exist_ok=True)
+    progress.start(k, item.name, step.log)
+    start = time.perf_counter()
+    try:
+      code = _execute(step, root, env, root / step.log, progress.tick)
+    except KeyboardInterrupt:
+      item.status, item.reason = "failed", "interrupted"
+      item.seconds = time.perf_counter() - start
+      progress.end("interrupted", item.seconds)
+      _stop_after(item, todo[k:])
+      raise
+    item.seconds = time.perf_counter() - start
+    missing = [o for o in step.outputs if not (root / o).exists()]
+    if code != 0 or missing:
+      item.status = "failed"
+      item.reason = (f"exit code {code}" if code != 0 else
+                     f"exit code 0 but its output {missing[0]} was not written")
+      progress.end(f"FAILED ({item.reason}; log {step.log})", item.seconds)
+      _stop_after(item, todo[k:])
+      return False
+    item.stamp = {"name": item.name, "profile": step.profile, "command": step.command,
+                  "exit_code": code, "seconds": round(item.seconds, 1), "hash": item.hash,
+                  "inputs": item.inputs,
+                  "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "machine": machine()}
+    _write_json(root / step.stamp, item.stamp)
+    item.status, item.reason = "ran", ""
+    progress.end("ok", item.seconds)
+  return True
+
+
+def _needs_text(item: Item) -> str:
+  needs = item.step.entry.needs
+  return f" [needs {', '.join(needs)}]" if needs else ""
+
+
+def _state(item: Item) -> str:
+  """What happens (or happened) to an item, in words."""
+  s = item.status
+  if s == "done" or (s == "unselected" and item.stamp):
+    return f"up to date (stamp of {item.stamp.get('finished', '?')})"
+  if s == "unselected":
+    return "not selected (--only)"
+  if s == "skip":
+    return f"skipped: {item.reason}"
+  if s == "run":
+    return f"runs: {item.reason}" if item.reason else "runs"
+  if s == "failed":
+    return f"FAILED: {item.reason}; log {item.step.log}"
+  return f"{s}: {item.reason}" if item.reason else s
+
+
+_COUNTED = {"ran": "ran", "failed": "failed", "not run": "not run", "run": "to run",
+            "done": "up to date", "skip": "skipped", "unselected": "not selected"}
+
+
+def summary(items: list[Item]) -> str:
+  """``N entries: 3 to run, 1 up to date, 2 skipped`` (what a plan or a run came to)."""
+  counts = {k: sum(i.status == k for i in items) for k in _COUNTED}
+  shown = [f"{n} {_COUNTED[k]}" for k, n in counts.items()
+           if n or k in ("run", "done", "skip") and not counts["ran"] + counts["failed"]]
+  return f"{len(items)} entries: " + ", ".join(shown)
+
+
+def plan_text(items: list[Item], profile: str, source: str) -> str:
+  """The plan, one line per entry (``--list``)."""
+  width = max((len(i.name) for i in items), default=0)
+  lines = [f"metatune reproduce --profile {profile} ({source}): {summary(items)}"]
+  for k, item in enumerate(items, 1):
+    lines.append(f"{k:3d}. {item.name:<{width}}  {item.step.entry.kind:<8}  {_state(item)}"
+                 f"{_needs_text(item)}")
+    if item.step.entry.note:
+      lines.append(f"     {'':<{width}}  {'':<8}  note: {item.step.entry.note}")
+  return "\n".join(lines)
+
+
+def commands_text(items: list[Item], profile: str, data_dir: str | None) -> str:
+  """The commands a run would start, in order, as a shell script (``--dry-run``)."""
+  lines = [f"# metatune reproduce --profile {profile}: {summary(items)}",
+           "# from the repository root" + (f", with METATUNE_DATA_DIR={os.path.abspath(data_dir)}"
+                                           if data_dir else "")]
+  for k, item in enumerate(items, 1):
+    if item.status == "run":
+      lines += [f"# {k}. {item.name} (log {item.step.log}){_needs_text(item)}", item.step.command]
+    else:
+      lines += [f"# {k}. {item.name}: {_state(item)}", f"#   {item.step.command}"]
+  return "\n".join(lines)
+
+
+def _machine_text(m: dict | None) -> str:
+  if not m:
+    return "-"
+  return (f"{m.get('platform')}, {m.get('cpus')} CPUs, jax {m.get('jax')}, load "
+          f"{m.get('load_average')}")
+
+
+def _cell(text: str) -> str:
+  return text.replace("|", "\\|").replace("\n", " ")
+
+
+def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | None) -> str:
+  """REPRODUCE.md: every entry, its command, status, seconds, when and where it ran."""
+  now = machine()
+  gpu_text = {True: "yes", False: "no", None: "not checked"}[gpu]
+  paper = PROFILES[profile]["paper"]
+  lines = [
+      f"# Reproducing the paper: the {profile} profile", "",
+      f"Written by `metatune reproduce --profile {profile}` on "
+      f"{datetime.datetime.now().isoformat(timespec='seconds')} ({now['platform']}, "
+      f"{now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average {now['load_average']} "
+      f"when written); data folder: {'given' if data_dir else 'none'}; GPU: {gpu_text}. "
+      f"{summary(items)}.", "",
+      f"Each entry's output is in `{paper}/logs/NAME.log`. An entry is up to date when its stamp "
+      f"(`{paper}/logs/NAME.stamp.json`) matches its command, its input files and the entries it "
+      "needs; seconds, time and machine of such an entry are those of the run that stamped it. "
+      + ("Quick outputs are written below `paper/quick/` and `.cache_data/quick/`, never over "
+         "the full-scale results." if profile == "quick" else ""), "",
+      "| # | entry | command | status | seconds | finished | machine |",
+      "|---:|---|---|---|---:|---|---|"]
+  for k, item in enumerate(items, 1):
+    stamp = item.stamp if item.status in ("ran", "done", "unselected") else None
+    seconds = item.seconds if item.seconds is not None else (stamp or {}).get("seconds")
+    mach = (stamp or {}).get("machine") or (now if item.status == "failed" else None)
+    lines.append(f"| {k} | {item.name} | `{_cell(item.step.command)}` | {_cell(_state(item))} | "
+                 f"{'-' if seconds is None else f'{seconds:.0f}'} | "
+                 f"{(stamp or {}).get('finished', '-')} | {_cell(_machine_text(mach))} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_report(items: list[Item], profile: str, root: str | os.PathLike,
+                 data_dir: str | None = None, gpu: bool | None = None) -> pathlib.Path:
+  """Writes ``{paper}/REPRODUCE.md`` (`report`); returns its path."""
+  path = pathlib.Path(root) / PROFILES[profile]["paper"] / "REPRODUCE.md"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(report(items, profile, data_dir, gpu), encoding="utf-8")
+  os.replace(tmp, path)
+  return path

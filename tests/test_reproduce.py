@@ -1,0 +1,322 @@
+"""`metatune reproduce`: dependency order, strict registry, resume by stamps, stops, skips."""
+
+import json
+import pathlib
+import re
+import textwrap
+
+import pytest
+
+from metatune import cli
+from metatune.evaluation.experiment import load_experiment
+from metatune.reproduce import registry as reg
+from metatune.reproduce import runner
+from metatune.space import SpaceError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# A tiny entry: writes its first argument (a file) with the rest as text, and appends its name
+# to runs.txt, so that a test can count how often it ran. No jax, no metatune import.
+WRITE = ("import pathlib, sys; pathlib.Path(sys.argv[1]).write_text(' '.join(sys.argv[2:])); "
+         "open('runs.txt', 'a').write(sys.argv[2] + chr(10))")
+
+
+def entry(name, needs=(), extra="", text=None):
+  """A registry entry (YAML) that writes {paper}/NAME.txt."""
+  lines = [f"  - name: {name}", "    kind: argv",
+           f"    argv: [python, -c, {json.dumps(WRITE)}, \"{{paper}}/{name}.txt\", {name}"
+           + (f", {json.dumps(text)}" if text else "") + "]",
+           f"    outputs: [\"{{paper}}/{name}.txt\"]"]
+  if needs:
+    lines.append(f"    needs: [{', '.join(needs)}]")
+  return "\n".join(lines) + "\n" + textwrap.indent(textwrap.dedent(extra), "    ")
+
+
+def write_registry(root: pathlib.Path, *entries: str) -> pathlib.Path:
+  path = root / "configs" / "reproduce.yaml"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("entries:\n" + "".join(entries))
+  return path
+
+
+def runs(root: pathlib.Path) -> list[str]:
+  path = root / "runs.txt"
+  return path.read_text().split() if path.exists() else []
+
+
+def plan(root, profile="quick", **kw):
+  kw.setdefault("gpu", False)
+  return runner.plan(reg.load_registry(root / "configs" / "reproduce.yaml"), profile, root, **kw)
+
+
+def status(items) -> dict:
+  return {i.name: i.status for i in items}
+
+
+def test_order_follows_needs_and_only_takes_what_an_entry_needs(tmp_path):
+  path = write_registry(tmp_path, entry("c", needs=("a", "b")), entry("a"),
+                        entry("b", needs=("a",)), entry("d"))
+  r = reg.load_registry(path)
+  assert [e.name for e in reg.order(r)] == ["a", "b", "c", "d"]
+  assert [e.name for e in reg.order(r, ["b"])] == ["a", "b"]
+  assert [e.name for e in reg.order(r, ["c"])] == ["a", "b", "c"]
+  assert [e.name for e in reg.order(r, ["d", "a"])] == ["a", "d"]
+  with pytest.raises(SpaceError, match=r"no entry 'bb'.*did you mean 'b'") as info:
+    reg.order(r, ["bb"])
+  assert info.value.where == "--only bb"
+
+
+BAD = [
+    # (entries, expected line of the error, words of the message)
+    (entry("a", needs=("b",)) + entry("b", needs=("c",)) + entry("c", needs=("a",)), 2,
+     "cycle: a -> b -> c -> a"),
+    (entry("a") + entry("b", needs=("a", "nope")), 10, "needs 'nope', which is not an entry"),
+    (entry("a") + "    neds: [a]\n", 6, "unknown key 'neds'.*did you mean 'needs'"),
+    (entry("a") + "    data: yes\n", 6, "data must be true or false"),
+    (entry("a") + entry("a"), 6, "duplicate entry name 'a' \\(first at .*:2\\)"),
+    ("  - name: a\n    kind: scrip\n    script: x.py\n", 3, "unknown kind 'scrip'.*'script'"),
+    ("  - name: a\n    kind: script\n", 2, "a script entry needs 'script'"),
+    ("  - name: a\n    kind: command\n    args: [demo]\n    quick: {set: {seeds: 2}}\n", 5,
+     "only an evaluate entry takes quick.set"),
+    ("  - name: a\n    kind: command\n    args: [demo]\n    quick: skip\n", 5,
+     "write quick: \\{skip: REASON\\}"),
+    ("  - name: a\n    kind: command\n    args: [demo]\n    outputs: [paper/tables/t.md]\n", 5,
+     "paper/tables/t.md in the quick profile, outside paper/quick"),
+    ("  - name: a\n    kind: command\n    args: [demo, --out, \"{papr}/x\"]\n", 4,
+     "unknown placeholder \\{papr\\}.*'paper'"),
+    ("  - name: a b\n    kind: command\n    args: [demo]\n", 2, "entry name 'a b'"),
+]
+
+
+@pytest.mark.parametrize("text,line,words", BAD)
+def test_registry_errors_name_the_file_and_line(tmp_path, text, line, words):
+  path = write_registry(tmp_path, text)
+  with pytest.raises(SpaceError) as info:
+    reg.load_registry(path)
+  assert info.value.where == f"{path}:{line}", str(info.value)
+  assert re.search(words, info.value.problem), info.value.problem
+
+
+def test_an_evaluate_entry_passes_its_settings_and_they_are_checked_first(tmp_path):
+  (tmp_path / "configs" / "experiments").mkdir(parents=True)
+  (tmp_path / "configs" / "family.yaml").write_text("name: f\n")
+  (tmp_path / "configs" / "experiments" / "e.yaml").write_text(
+      "family: ../family.yaml\nseeds: 10\ntuners:\n  random: {}\n  prior: {options: {path: p}}\n")
+  text = ("  - name: e\n    kind: evaluate\n    config: configs/experiments/e.yaml\n"
+          "    quick:\n      set: {seeds: 2, tuners.prior.options.path: \"{cache}/p\"}\n")
+  write_registry(tmp_path, text)
+  step = plan(tmp_path)[0].step
+  assert step.command == ("metatune evaluate configs/experiments/e.yaml --out "
+                          "paper/quick/evaluate/e --set seeds=2 --set "
+                          "tuners.prior.options.path=.cache_data/quick/p")
+  assert step.outputs == ("paper/quick/evaluate/e/table.md",)
+  assert plan(tmp_path, "full")[0].step.command == (
+      "metatune evaluate configs/experiments/e.yaml --out paper/evaluate/e")
+  path = write_registry(tmp_path, text.replace("seeds: 2", "seedz: 2"))
+  with pytest.raises(SpaceError) as info:
+    plan(tmp_path)
+  assert info.value.where == f"{path}:6"  # the line of quick's settings
+  assert "entry 'e' (quick profile): --set seedz=2: unknown field 'seedz'" in info.value.problem
+
+
+def test_a_stamped_entry_is_skipped_and_reruns_when_its_definition_changes(tmp_path):
+  write_registry(tmp_path, entry("a"), entry("b", needs=("a",)), entry("c"))
+  items = plan(tmp_path)
+  assert [i.status for i in items] == ["run"] * 3
+  assert runner.run(items, tmp_path)
+  assert runs(tmp_path) == ["a", "b", "c"]
+  stamp = json.loads((tmp_path / "paper/quick/logs/a.stamp.json").read_text())
+  assert stamp["profile"] == "quick" and stamp["exit_code"] == 0
+  assert stamp["command"].startswith("python -c ") and stamp["hash"] == items[0].hash
+  assert {"platform", "cpus", "jax", "load_average"} <= set(stamp["machine"])
+  assert (tmp_path / "paper/quick/a.txt").read_text() == "a"
+
+  again = plan(tmp_path)
+  assert status(again) == {"a": "done", "b": "done", "c": "done"}
+  assert runner.run(again, tmp_path) and runs(tmp_path) == ["a", "b", "c"]
+
+  # A changed definition of a reruns it and b, which needs it; c stays done.
+  write_registry(tmp_path, entry("a", text="v2"), entry("b", needs=("a",)), entry("c"))
+  changed = plan(tmp_path)
+  assert status(changed) == {"a": "run", "b": "run", "c": "done"}
+  assert "changed" in changed[0].reason and changed[1].reason == "needs 'a', which runs"
+  assert runner.run(changed, tmp_path)
+  assert runs(tmp_path) == ["a", "b", "c", "a", "b"]
+  assert (tmp_path / "paper/quick/a.txt").read_text() == "a v2"
+
+  # A deleted output reruns its entry too; another profile has its own stamps.
+  (tmp_path / "paper/quick/c.txt").unlink()
+  assert status(plan(tmp_path))["c"] == "run"
+  assert set(status(plan(tmp_path, "full")).values()) == {"run"}
+
+
+def test_an_input_file_is_part_of_the_stamp(tmp_path):
+  (tmp_path / "configs" / "families").mkdir(parents=True)
+  family = tmp_path / "configs" / "families" / "f.yaml"
+  family.write_text("name: one\n")
+  write_registry(tmp_path, entry("a", extra="quick: {args: [configs/families/f.yaml]}\n"))
+  items = plan(tmp_path)
+  assert list(items[0].inputs) == ["configs/families/f.yaml"]
+  assert runner.run(items, tmp_path)
+  assert status(plan(tmp_path)) == {"a": "done"}
+  family.write_text("name: two\n")
+  assert status(plan(tmp_path)) == {"a": "run"}
+
+
+def test_a_failing_entry_stops_the_run_and_names_its_log(tmp_path, monkeypatch, capsys):
+  fail = ("  - name: bad\n    kind: argv\n"
+          "    argv: [python, -c, \"import sys; print('boom'); sys.exit(3)\"]\n")
+  write_registry(tmp_path, entry("a"), fail, entry("b", needs=("bad",)), entry("c"),
+                 entry("d", needs=("b",)))
+  items = plan(tmp_path)
+  assert not runner.run(items, tmp_path)
+  by = {i.name: i for i in items}
+  assert by["a"].status == "ran" and by["bad"].status == "failed"
+  assert by["bad"].reason == "exit code 3"
+  assert by["b"].status == "not run" and by["b"].reason == "needs 'bad', which failed"
+  assert by["d"].reason == "needs 'b', which did not run"
+  assert by["c"].status == "not run" and "stopped when 'bad' failed" in by["c"].reason
+  assert runs(tmp_path) == ["a"]
+  assert "boom" in (tmp_path / "paper/quick/logs/bad.log").read_text()
+  assert not (tmp_path / "paper/quick/logs/bad.stamp.json").exists()
+
+  # The command line: exit code 1, the entry and its log named, the report written.
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["reproduce", "--profile", "quick"]) == 1
+  err = capsys.readouterr().err
+  assert "error: entry 'bad' failed (exit code 3); its log: paper/quick/logs/bad.log" in err
+  assert "boom" in err
+  report = (tmp_path / "paper/quick/REPRODUCE.md").read_text()
+  assert "| bad | `python -c" in report and "FAILED: exit code 3" in report
+  assert re.search(r"\| a \| .* \| up to date \(stamp of .*\) \| \d+ \|", report)
+
+
+def test_an_entry_that_does_not_write_its_outputs_fails(tmp_path):
+  write_registry(tmp_path, "  - name: lazy\n    kind: argv\n    argv: [python, -c, pass]\n"
+                 "    outputs: [\"{paper}/never.md\"]\n")
+  items = plan(tmp_path)
+  assert not runner.run(items, tmp_path)
+  assert items[0].reason == "exit code 0 but its output paper/quick/never.md was not written"
+
+
+def test_data_gpu_and_profile_skips_say_why(tmp_path):
+  write_registry(tmp_path, entry("d", extra="data: true\n"), entry("g", extra="gpu: true\n"),
+                 entry("after_d", needs=("d",)),
+                 entry("q", extra="quick: {skip: too slow for a laptop}\n"), entry("plain"))
+  items = {i.name: i for i in plan(tmp_path, data_dir=None, gpu=False)}
+  assert items["d"].reason == runner.NO_DATA and "METATUNE_DATA_DIR" in items["d"].reason
+  assert items["g"].status == "skip" and "needs a GPU" in items["g"].reason
+  assert items["after_d"].reason == "needs 'd', which is skipped"
+  assert items["q"].reason == "too slow for a laptop"
+  assert items["plain"].status == "run"
+  with_all = plan(tmp_path, data_dir=str(tmp_path), gpu=True)
+  assert status(with_all) == {"d": "run", "g": "run", "after_d": "run", "q": "skip",
+                              "plain": "run"}
+  assert set(status(plan(tmp_path, "full", data_dir=str(tmp_path), gpu=True)).values()) == {"run"}
+  assert runner.run(plan(tmp_path, gpu=False), tmp_path)
+  assert runs(tmp_path) == ["plain"]
+
+
+def test_list_and_dry_run_print_the_plan_and_run_nothing(tmp_path, monkeypatch, capsys):
+  write_registry(tmp_path, entry("b", needs=("a",)), entry("a"),
+                 entry("d", extra="data: true\n"))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv("METATUNE_DATA_DIR", raising=False)
+  assert cli.main(["reproduce", "--list"]) == 0
+  out = capsys.readouterr().out
+  assert "3 entries: 2 to run, 0 up to date, 1 skipped" in out
+  assert re.search(r"1\. a .*runs: no stamp yet\n\s+2\. b .*\[needs a\]\n\s+3\. d .*skipped: "
+                   r"needs the data folder", out)
+  assert cli.main(["reproduce", "--dry-run", "--only", "b"]) == 0
+  out = capsys.readouterr().out
+  assert "# 1. a (log paper/quick/logs/a.log)\npython -c " in out
+  assert "# 3. d: not selected (--only)" in out
+  assert not (tmp_path / "paper").exists() and runs(tmp_path) == []
+  assert cli.main(["reproduce", "--only", "x"]) == 2
+  assert "error: --only x: no entry 'x'" in capsys.readouterr().err
+  assert cli.main(["reproduce", "--data-dir", str(tmp_path / "none"), "--list"]) == 2
+
+
+def test_only_runs_an_entry_and_what_it_needs(tmp_path):
+  write_registry(tmp_path, entry("a"), entry("b", needs=("a",)), entry("c"))
+  items = plan(tmp_path, only=["b"])
+  assert status(items) == {"a": "run", "b": "run", "c": "unselected"}
+  assert runner.run(items, tmp_path) and runs(tmp_path) == ["a", "b"]
+  text = runner.report(items, "quick", None, False)
+  assert "| 3 | c | " in text and "not selected (--only)" in text
+
+
+# ------------------------------------------------------------------ the real registry
+def _outputs_of_needs(r, name, profile) -> list[str]:
+  seen, todo, out = set(), list(r.entries[name].needs), []
+  while todo:
+    n = todo.pop()
+    if n not in seen:
+      seen.add(n)
+      todo += r.entries[n].needs
+      out += reg.resolve(r.entries[n], profile).outputs
+  return out
+
+
+def test_the_real_registry_loads_and_covers_the_paper():
+  r = reg.load_registry(ROOT / "configs" / "reproduce.yaml")
+  entries = r.entries.values()
+  for profile in reg.PROFILES:
+    # Every config and script exists, and the evaluate settings load (plan checks both).
+    items = runner.plan(r, profile, ROOT, data_dir="data", gpu=True)
+    assert all(i.status in ("run", "done", "skip") for i in items)
+  for e in entries:
+    for path in (e.config, e.script):
+      assert path is None or (ROOT / path).is_file(), (e.name, path)
+  configs = {e.config for e in entries if e.kind == "evaluate"}
+  uncovered = {f"configs/experiments/{p.name}"
+               for p in (ROOT / "configs/experiments").glob("*.yaml")} - configs
+  assert not uncovered, f"experiment configs with no evaluate entry in the registry: {uncovered}"
+  for e in entries:
+    if e.kind == "evaluate":
+      assert e.name == pathlib.Path(e.config).stem  # paper/evaluate/NAME: the existing folders
+  scripts = {e.script for e in entries if e.kind == "script"}
+  listed = set(re.findall(r"python (experiments/\w+\.py)", (ROOT / "paper/README.md").read_text()))
+  assert listed and listed <= scripts
+  full_outputs = {o for e in entries for o in reg.resolve(e, "full").outputs}
+  tables = {f"paper/tables/{p.name}" for p in (ROOT / "paper/tables").glob("*.md")}
+  assert tables - full_outputs == {"paper/tables/demo_gpu.md"}  # quoted output, see its note
+  assert {f"paper/figures/{p.name}" for p in (ROOT / "paper/figures").glob("*.png")} <= full_outputs
+  for e in entries:
+    quick = reg.resolve(e, "quick")
+    for out in quick.outputs:
+      assert out.startswith(("paper/quick/", ".cache_data/quick/")), (e.name, out)
+      if e.kind != "evaluate" and not quick.skip:
+        # The command is told where to write: an argument is the output or a folder above it.
+        assert any(out == a or out.startswith(a.rstrip("/") + "/") for a in quick.argv), out
+    # Nothing of the quick profile names a folder of the full results.
+    values = quick.argv[1:] + tuple(s.split("=", 1)[1] for s in quick.settings)
+    full = re.compile(r"(\.\./)*(paper/(tables|evaluate|figures)|\.cache_data/(?!quick/))")
+    assert not any(full.match(v) for v in values), (e.name, values)
+  parser = cli.build_parser()
+  for e in entries:
+    for profile in reg.PROFILES:
+      step = reg.resolve(e, profile)
+      if e.kind in ("command", "evaluate"):
+        # metatune's own parser reads the arguments (parsing runs nothing).
+        assert parser.parse_args(list(step.argv[3:])).fn is not None
+      elif e.kind == "script":
+        # Every option given to a script is one its argparse defines.
+        known = set(re.findall(r"[\"'](--[\w-]+)[\"']", (ROOT / e.script).read_text()))
+        given = {a for a in step.argv[2:] if a.startswith("--")}
+        assert given <= known, (e.name, profile, given - known)
+  for e in entries:
+    if e.kind != "evaluate":
+      continue
+    for profile in reg.PROFILES:
+      step = reg.resolve(e, profile)
+      exp = load_experiment(ROOT / e.config, step.settings)
+      made = _outputs_of_needs(r, e.name, profile)
+      for t in exp.tuners:
+        for path in (t.options.get("path"), (t.build or {}).get("dataset")):
+          if path:
+            # The prior or meta-dataset a tuner reads is written by an entry it needs.
+            rel = pathlib.Path(path).resolve().relative_to(ROOT).as_posix()
+            assert any(o.startswith(rel + "/") for o in made), (e.name, profile, t.label, rel)
+      if profile == "quick":
+        assert set(exp.overrides) == set(step.settings) and exp.seeds <= 2
