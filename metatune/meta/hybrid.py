@@ -18,6 +18,14 @@ A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
    mixture. A prior that predicts the new task worse than a model fit from
    scratch loses its weight, and proposals become GP-BO's. ``guard=False``
    trusts the prior (weight 1, slope 1): the ablation.
+4. **Rescue**: a prior rejected early has placed the initial design where it
+   believed the good region was, so the study's incumbent and the model's data sit
+   there. When the weight falls below ``rescue_below`` before ``rescue_until``
+   proposals, the next ``num_rescue`` proposals are uniform random (GP-BO's own
+   initial design), and from then on, while the weight stays below it, the
+   portfolio's and the policy's candidates are replaced by random ones in the
+   screening. A weight that drifts low late in a study (the scratch model has
+   caught up with the prior's) changes nothing.
 
 The state records the guard's weight, and ``tell`` returns it with the reason.
 """
@@ -42,7 +50,7 @@ from metatune.tuners.gp_model import (GPParams, GPPrior, fit, posterior, predict
                                       standardize)
 
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
-           "guard off: prior trusted")
+           "guard off: prior trusted", "no transfer data: scratch model")
 
 
 @flax.struct.dataclass
@@ -55,6 +63,7 @@ class HybridState:
     weight: the guard's weight of the prior's model.
     used: bool[K] portfolio entries already proposed.
     asked: i32[] proposals made (parallel asks before any tell take successive entries).
+    rescued: i32[] rescue proposals made (see the module docstring).
   """
   history: History
   params: GPParams
@@ -65,6 +74,7 @@ class HybridState:
   weight: jax.Array
   used: jax.Array
   asked: jax.Array
+  rescued: jax.Array
 
 
 def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -79,7 +89,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  num_initial: int = 5, num_candidates: int = 512, num_policy: int = 32,
                  guard: bool = True, shrinkage: float = 5.0, fit_steps: int = 100,
                  refit_steps: int = 20, refit_every: int = 5, dense_refits: int = 100,
-                 policy_horizon: int | None = None, name: str = "prior") -> Tuner:
+                 policy_horizon: int | None = None, num_rescue: int = 10,
+                 rescue_below: float = 0.01, rescue_until: int = 20,
+                 name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
   Args:
@@ -99,6 +111,13 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       (as in `metatune.tuners.gp_bo`).
     policy_horizon: the budget the policy was trained for (a feature of its
       state; default ``budget``).
+    num_rescue: uniform random proposals once the guard's weight falls below
+      ``rescue_below`` early (0: none).
+    rescue_below: the weight under which the prior counts as rejected: the rescue
+      design runs and the screening drops the portfolio's and policy's candidates.
+    rescue_until: a rescue starts only before this many proposals.
+      (num_rescue, rescue_below and rescue_until were chosen on meta-validation
+      tasks: `configs/experiments/validation/`.)
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
@@ -132,7 +151,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     z = jnp.zeros((), jnp.float32)
     return HybridState(history_init(space, cap), prior.init(), jnp.zeros((), bool), ps, z, z,
                        jnp.asarray(1.0 if not guard else 0.5),
-                       jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32))
+                       jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32),
+                       jnp.zeros((), jnp.int32))
 
   def data(history):
     x = sampling.featurize(space, history.values, history.active)
@@ -203,16 +223,19 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     rand_key, fill_key, pol_key, search_key = jax.random.split(key, 4)
     u, a = sampling.sample(rand_key, space, num_candidates)
     parts_u, parts_a = [u], [a]
+    rejected = rejected_now(state)
     if has_transfer:
-      keep = ~state.used[:num_port]
+      keep = ~state.used[:num_port] & ~rejected
       # Used entries are replaced by random ones (same shape every step).
       fill_u, fill_a = sampling.sample(fill_key, space, num_port)
       parts_u.append(jnp.where(keep[:, None], port_values, fill_u))
       parts_a.append(jnp.where(keep[:, None], port_active, fill_a))
     if policy is not None:
       pu, pa = policy_samples(pol_key, state, num_policy)
-      parts_u.append(pu)
-      parts_a.append(pa)
+      # fold_in, not split: a prior that is never rejected draws exactly as before the rescue.
+      fu, fa = sampling.sample(jax.random.fold_in(pol_key, 1), space, num_policy)
+      parts_u.append(jnp.where(rejected, fu, pu))
+      parts_a.append(jnp.where(rejected, fa, pa))
     cu, ca = jnp.concatenate(parts_u), jnp.concatenate(parts_a)
     h = state.history
     has_best = jnp.isfinite(h.best_objective)[None]
@@ -226,6 +249,16 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
         lambda x: x[None], one(keys[0]))
     return Points(uu, aa)
 
+  def rejected_now(state):
+    """The guard rejected the prior early and still does (only with transfer data, guard on)."""
+    if not (has_transfer and guard) or num_rescue <= 0:
+      return jnp.zeros((), bool)
+    return (state.weight < rescue_below) & (state.rescued > 0)
+
+  def rescue(key, state):
+    del state
+    return Points(*sampling.sample(key, space, batch_size))
+
   def mark_used(state, points):
     if not has_transfer:
       return state.used
@@ -233,11 +266,24 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
         port_active[None] != points.active[:, None], -1)
     return state.used | jnp.any(d < 1e-6, axis=0)
 
+  def regime(state):
+    """0: initial design, 1: rescue design, 2: screened candidates."""
+    if not (has_transfer and guard) or num_rescue <= 0:
+      return jnp.where(state.asked < num_initial, 0, 2)
+    low = state.weight < rescue_below
+    rescuing = low & (state.rescued < num_rescue) & ((state.rescued > 0) |
+                                                      (state.asked < rescue_until))
+    return jnp.where(state.asked < num_initial, 0, jnp.where(rescuing, 1, 2))
+
   def ask(key, state):
     init_key, screen_key = jax.random.split(key)
-    points = jax.lax.cond(state.asked < num_initial,
-                          lambda: initial(init_key, state), lambda: screened(screen_key, state))
-    return points, state.replace(used=mark_used(state, points), asked=state.asked + batch_size)
+    rescue_key = jax.random.fold_in(init_key, 1)
+    r = regime(state)
+    points = jax.lax.switch(r, [lambda: initial(init_key, state),
+                                lambda: rescue(rescue_key, state),
+                                lambda: screened(screen_key, state)])
+    return points, state.replace(used=mark_used(state, points), asked=state.asked + batch_size,
+                                 rescued=state.rescued + jnp.where(r == 1, batch_size, 0))
 
   def tell(key, state, points, evaluation):
     del key
@@ -274,7 +320,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                                       evaluation.failed))
     state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps)
     reason = jnp.where(before < num_initial, 0,
-                       jnp.where(not guard, 3, jnp.where(state.weight >= 0.5, 1, 2)))
+                       jnp.where(not has_transfer, 4, jnp.where(
+                           not guard, 3, jnp.where(state.weight >= 0.5, 1, 2))))
     return state, {**metrics, "guard_weight": state.weight, "guard_reason": reason}
 
   def ask_pool(key, state, pool, available):
@@ -293,8 +340,13 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       score = jnp.where(available & jnp.all(score == -jnp.inf), 0.0, score)
       return jax.lax.top_k(score, batch_size)[1]
 
-    idx = jax.lax.cond(state.asked < num_initial, first, model)
+    def rescued():
+      return nearest_available(space, pool, available, rescue(draw_key, state))
+
+    r = regime(state)
+    idx = jax.lax.switch(r, [first, rescued, model])
     return idx, state.replace(used=mark_used(state, Points(pool.values[idx], pool.active[idx])),
-                              asked=state.asked + batch_size)
+                              asked=state.asked + batch_size,
+                              rescued=state.rescued + jnp.where(r == 1, batch_size, 0))
 
   return Tuner(init, ask, tell, space, batch_size, name, sequential=True, ask_pool=ask_pool)

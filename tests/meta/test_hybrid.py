@@ -66,8 +66,10 @@ def test_starts_with_the_portfolio_then_proposes_valid_configurations(setup):
 @pytest.mark.slow
 def test_the_guard_weighs_a_misleading_prior_down(setup):
   space, source, mirrored, data = setup
+  # The guard alone: the rescue design (random trials after a rejection) lets the fitted
+  # profile slope turn negative on a mirrored task, after which the prior's model predicts well.
   tuner = hybrid.hybrid_tuner(space, data, None, budget=BUDGET, num_initial=4,
-                              num_candidates=64, fit_steps=20, refit_steps=5)
+                              num_candidates=64, fit_steps=20, refit_steps=5, num_rescue=0)
   held = source.task_indices("heldout_dataset")[:2]
   aligned = [float(_run(tuner, source, int(i), jax.random.key(1))[0].weight) for i in held]
   misled = [float(_run(tuner, mirrored, int(i), jax.random.key(1))[0].weight) for i in held]
@@ -76,3 +78,15 @@ def test_the_guard_weighs_a_misleading_prior_down(setup):
   trusting = hybrid.hybrid_tuner(space, data, None, budget=BUDGET, num_initial=4,
                                  num_candidates=64, fit_steps=20, refit_steps=5, guard=False)
   assert float(_run(trusting, mirrored, int(held[0]), jax.random.key(1))[0].weight) == 1.0
+
+
+@pytest.mark.slow
+def test_a_rejected_prior_gets_a_random_rescue_design(setup):
+  space, source, mirrored, data = setup
+  held = int(source.task_indices("heldout_dataset")[0])
+  kw = dict(budget=BUDGET, num_initial=4, num_candidates=64, fit_steps=20, refit_steps=5)
+  rescuing = hybrid.hybrid_tuner(space, data, None, num_rescue=3, **kw)
+  state, _ = _run(rescuing, mirrored, held, jax.random.key(1))
+  assert int(state.rescued) == 3
+  off = hybrid.hybrid_tuner(space, data, None, rescue_below=0.0, **kw)
+  assert int(_run(off, mirrored, held, jax.random.key(1))[0].rescued) == 0
