@@ -317,7 +317,9 @@ class Ledger:
     else:
       rec.tuner_value = None
     rec.tell_seq = self.tuner.num_tells
-    self.tuner.tell(number, rec.values, rec.active, rec.tuner_value)
+    report = self.tuner.tell(number, rec.values, rec.active, rec.tuner_value)
+    if report:  # e.g. a prior's guard weight and reason after this result
+      rec.attrs = {**(rec.attrs or {}), **report}
     self.beat(commit=False)
     if result.get("log_bytes"):
       self.storage.put_log(self.study_id, number, result.get("log") or "", result["log_bytes"])

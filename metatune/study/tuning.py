@@ -142,13 +142,34 @@ class TunerDriver:
     if self.name not in STATELESS_ASK:
       self.ask(number, pending)
 
-  def tell(self, number: int, values: np.ndarray, active: np.ndarray, value: float | None):
-    """Tells trial ``number``'s minimized value (None: a failure) and counts the tell."""
+  def tell(self, number: int, values: np.ndarray, active: np.ndarray, value: float | None
+           ) -> dict[str, Any]:
+    """Tells trial ``number``'s minimized value (None: a failure) and counts the tell.
+
+    Returns:
+      What the tuner reports about itself after this result, for the trial's record:
+      a prior's negative-transfer guard gives ``{"tuner.guard_weight": float,
+      "tuner.guard_reason": str}``; other tuners give ``{}``.
+    """
     failed = value is None or not np.isfinite(value)
     v = np.float32(np.nan if value is None else value)
-    self.state, _ = self._tell(*self._args(number), self.state, np.asarray(values, np.float32),
-                               np.asarray(active, bool), v, np.bool_(failed))
+    self.state, metrics = self._tell(*self._args(number), self.state,
+                                     np.asarray(values, np.float32), np.asarray(active, bool), v,
+                                     np.bool_(failed))
     self.num_tells += 1
+    return tuner_report(metrics)
+
+
+def tuner_report(metrics: Mapping[str, Any]) -> dict[str, Any]:
+  """The part of a tuner's ``tell`` metrics that a trial records (see `TunerDriver.tell`)."""
+  out: dict[str, Any] = {}
+  if "guard_weight" in metrics:
+    out["tuner.guard_weight"] = float(np.asarray(metrics["guard_weight"]))
+  if "guard_reason" in metrics:
+    from metatune.meta.hybrid import REASONS  # pylint: disable=import-outside-toplevel
+    code = int(np.asarray(metrics["guard_reason"]))
+    out["tuner.guard_reason"] = REASONS[code] if 0 <= code < len(REASONS) else str(code)
+  return out
 
 
 def replay(driver: TunerDriver, trials: Sequence[TrialRecord], check: bool = False) -> list[int]:

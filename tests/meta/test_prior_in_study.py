@@ -24,4 +24,11 @@ def test_study_with_a_prior_tuner(tmp_path):
     study.tell(trial, float(trial.config["lr"]))
   assert len(study.trials) == 4
   assert all(t.prior_hash == card["policy_hash"] for t in study.trials)
+  # Every trial records the guard's weight and reason after its result (here the initial
+  # design: the first 5 trials), and they survive reopening the study.
   study.close()
+  again = Study.load(storage=str(tmp_path / "s.db"), name="s")
+  for t in again.trials:
+    assert t.attrs["tuner.guard_reason"] == "initial design"
+    assert 0.0 <= t.attrs["tuner.guard_weight"] <= 1.0
+  again.close()
