@@ -117,7 +117,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       design runs and the screening drops the portfolio's and policy's candidates.
     rescue_until: a rescue starts only before this many proposals.
       (num_rescue, rescue_below and rescue_until were chosen on meta-validation
-      tasks: `configs/experiments/validation/`.)
+      tasks: `configs/experiments/validation/`, results in
+      `paper/evaluate/rescue_*`.)
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
