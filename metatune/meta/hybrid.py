@@ -89,6 +89,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  num_initial: int = 5, num_candidates: int = 512, num_policy: int = 32,
                  guard: bool = True, shrinkage: float = 5.0, fit_steps: int = 100,
                  refit_steps: int = 20, refit_every: int = 5, dense_refits: int = 100,
+                 full_refit_every: int = 25,
                  policy_horizon: int | None = None, num_rescue: int = 10,
                  rescue_below: float = 0.01, rescue_until: int = 20,
                  name: str = "prior") -> Tuner:
@@ -109,6 +110,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     shrinkage: pseudo-observations pulling the fitted profile slope toward 1.
     fit_steps, refit_steps, refit_every, dense_refits: the kernel fit schedule
       (as in `metatune.tuners.gp_bo`).
+    full_refit_every: once the history window is full (``history_size``
+      observations), refit every this many trials: the window slides by one
+      observation a trial, and the refits were most of a trial's cost at 1,000.
     policy_horizon: the budget the policy was trained for (a feature of its
       state; default ``budget``).
     num_rescue: uniform random proposals once the guard's weight falls below
@@ -303,8 +307,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       state = state.replace(weight=jax.nn.sigmoid(state.log_prior - state.log_scratch))
     history, metrics = history_add(state.history, points, evaluation)
     x, y, mask, _ = data(history)
+    every = jnp.where(before >= cap, full_refit_every, refit_every)
     due = (history.count >= num_initial) & (
-        (history.count <= dense_refits) | (history.count // refit_every != before // refit_every))
+        (history.count <= dense_refits) | (history.count // every != before // every))
     branch = jnp.where(due, jnp.where(state.fitted, 2, 1), 0)
     params, _ = jax.lax.switch(branch, [
         lambda: (state.params, jnp.zeros(())),
