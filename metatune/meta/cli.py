@@ -9,7 +9,7 @@ ENV_METHODS = ("task_params", "task_indices", "clean", "evaluate")
 
 def cmd_meta_train(args) -> int:
   # pylint: disable=import-outside-toplevel
-  from metatune.meta.config import meta_config
+  from metatune.meta.config import apply_settings, choices, meta_config
   from metatune.meta.train import meta_train, table_markdown
 
   cfg, family = load_family(args.family, args.data_dir)
@@ -17,11 +17,15 @@ def cmd_meta_train(args) -> int:
   if missing:
     raise UsageError(f"{args.family}: family {cfg.family!r} is not a jittable environment "
                      f"(it lacks {', '.join(missing)}); meta-train on its surrogate instead")
-  config = meta_config(cfg.meta_train, num_updates=args.updates, num_envs=args.envs,
+  settings = args.settings or []
+  node = apply_settings(cfg.meta_train, settings)
+  config = meta_config(node, num_updates=args.updates, num_envs=args.envs,
                        num_trials=args.trials, seed=args.seed)
   card = meta_train(family, config, args.out, checkpoint_every=args.checkpoint_every,
                     progress=not args.no_progress, evaluate=not args.no_eval,
-                    card_extra={"family_config": cfg.to_dict(), "family_config_path": cfg.source},
+                    card_extra={"family_config": cfg.to_dict(), "family_config_path": cfg.source,
+                                "settings": settings,
+                                "choices": choices(node, config, settings)},
                     transfer_design=args.transfer_design)
   print(f"prior written to {args.out} (policy {card['policy_hash']})")
   if "heldout" in card:
@@ -46,6 +50,10 @@ def add_commands(sub) -> None:
   p.add_argument("--envs", type=_positive, default=None, help="studies per iteration")
   p.add_argument("--trials", type=_positive, default=None, help="trials per study")
   p.add_argument("--seed", type=int, default=None, help="seed")
+  p.add_argument("--set", action="append", default=None, dest="settings", metavar="KEY=VALUE",
+                 help="a meta_train setting over the family config (reward=regret, "
+                 "ent_start=0.03, policy.structure=false); repeatable, checked as the file is, "
+                 "recorded on the card")
   p.add_argument("--checkpoint-every", type=_positive, default=25,
                  help="iterations between checkpoints (default 25)")
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any
+from typing import Any, Sequence
 
 from metatune.networks.policy import PolicyConfig
-from metatune.meta.ppo import MetaTrainConfig
-from metatune.space import SpaceError
+from metatune.meta.ppo import REWARDS, SCALARIZATIONS, MetaTrainConfig
+from metatune.space import SpaceError, yamlio
 from metatune.space.model import did_you_mean
 
 
@@ -38,6 +38,49 @@ def _fields(cls) -> dict[str, Any]:
   return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
+# Settings whose value changes what the prior learns, recorded on its card with where the
+# value came from and where the default was chosen (meta-validation tasks, never held-out ones).
+CHOICES = ("reward", "ent_start", "ent_end", "horizon_start", "policy.structure", "policy.edit")
+DEFAULTS_CHOSEN_ON = (
+    "meta-validation tasks of the synthetic family: configs/experiments/ablations/"
+    "meta_train_valid.yaml -> paper/evaluate/ablation_meta_train (one prior per setting, "
+    "the policy alone, 15 meta_valid tasks x 5 seeds)")
+
+
+def apply_settings(node, settings: Sequence[str]):
+  """The ``meta_train`` node with ``KEY=VALUE`` settings over it (``reward=regret``,
+  ``policy.structure=false``), each checked later as the file is, errors naming ``--set TEXT``."""
+  for text in settings:
+    keys, value = yamlio.parse_setting(text)
+    if node is None:
+      node = yamlio.load("{}", f"--set {text}")
+    yamlio.set_path(node, keys, value)
+  return node
+
+
+def choices(node, config: MetaTrainConfig, settings: Sequence[str] = ()) -> dict[str, Any]:
+  """What the card says of each of `CHOICES`: the value, who set it (``--set``, the family
+  config, or the default) and where the default was chosen."""
+  given = {t.partition("=")[0].strip() for t in settings}
+  in_file: set[str] = set()
+  if node is not None:
+    for key, child in node.items():
+      if key == "policy" and child.kind == "mapping":
+        in_file |= {f"policy.{k}" for k, _ in child.items()}
+      else:
+        in_file.add(key)
+  default = MetaTrainConfig()
+  out = {}
+  for key in CHOICES:
+    obj, dobj, attr = config, default, key
+    if key.startswith("policy."):
+      obj, dobj, attr = config.policy, default.policy, key.split(".", 1)[1]
+    out[key] = {"value": getattr(obj, attr), "default": getattr(dobj, attr),
+                "set_by": ("--set" if key in given else "family config" if key in in_file
+                           else "default")}
+  return {"settings": out, "defaults_chosen_on": DEFAULTS_CHOSEN_ON}
+
+
 def meta_config(node, **overrides: Any) -> MetaTrainConfig:
   """Builds the settings from a ``meta_train`` node (or None for the defaults) and overrides.
 
@@ -61,6 +104,10 @@ def meta_config(node, **overrides: Any) -> MetaTrainConfig:
         raise child.error(f"unknown key {key!r} in meta_train{did_you_mean(key, fields)}; "
                           f"allowed: {', '.join(fields)}")
       values[key] = _convert(child, key, fields[key], child.scalar())
+      allowed = {"reward": REWARDS, "scalarization": SCALARIZATIONS}.get(key)
+      if allowed and values[key] not in allowed:
+        raise child.error(f"meta_train.{key} must be one of {', '.join(allowed)}, got "
+                          f"{values[key]!r}{did_you_mean(values[key], allowed)}")
   values.update({k: v for k, v in overrides.items() if v is not None})
   try:
     return MetaTrainConfig(**values, policy=PolicyConfig(**policy))

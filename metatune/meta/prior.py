@@ -112,12 +112,13 @@ def policy_config_of(card: dict, where: str = CARD) -> pol.PolicyConfig:
   if unknown:
     raise PriorError(f"policy_config: unknown setting(s) {unknown}; known: {sorted(fields)}",
                      where)
-  hidden, edit = doc.get("hidden", fields["hidden"].default), doc.get("edit", True)
+  hidden = doc.get("hidden", fields["hidden"].default)
   if not isinstance(hidden, int) or isinstance(hidden, bool) or not 1 <= hidden <= MAX_HIDDEN:
     raise PriorError(f"policy_config.hidden must be a whole number from 1 to {MAX_HIDDEN}, got "
                      f"{hidden!r}", where)
-  if not isinstance(edit, bool):
-    raise PriorError(f"policy_config.edit must be true or false, got {edit!r}", where)
+  for key in ("edit", "structure"):
+    if key in doc and not isinstance(doc[key], bool):
+      raise PriorError(f"policy_config.{key} must be true or false, got {doc[key]!r}", where)
   return pol.PolicyConfig(**doc)
 
 

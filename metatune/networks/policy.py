@@ -32,11 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from metatune.networks.tokens import (CHOICE_DIM, DESC_DIM, NUM_COARSE, NUM_FINE, SpaceInfo,
+from metatune.networks.tokens import (CHOICE_DIM, DESC_DIM, NUM_COARSE, NUM_FINE,
+                                      STRUCTURE_COLUMNS, SpaceInfo,
                                       candidate_mask)
 from metatune.space import sampling
 
 _REP = (NUM_FINE // 2 + 0.5) / NUM_FINE   # the fine level that represents a coarse bin
+# 1 everywhere but the structure features of a descriptor (conditional, depth; see tokens._tokens).
+_STRUCTURE_OFF = np.ones(DESC_DIM, np.float32)
+_STRUCTURE_OFF[list(STRUCTURE_COLUMNS)] = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +50,14 @@ class PolicyConfig:
   Attributes:
     hidden: width of every layer and of the recurrent state.
     edit: offer "keep the incumbent's value" at every parameter (edit mode).
+    structure: read each parameter's place in the space's structure (whether it is
+      conditional, how deep it sits) from its token; False blanks those two features
+      (the ablation: the policy then knows a parameter only by kind, scale and name).
+      Masking of inactive parameters and constraints holds either way.
   """
   hidden: int = 32
   edit: bool = True
+  structure: bool = True
 
 
 @flax.struct.dataclass
@@ -117,7 +126,8 @@ class Policy(nnx.Module):
 
   def embed(self, info: SpaceInfo):
     t = info.tokens
-    return jnp.tanh(self.param_in(t.desc)), jnp.tanh(self.choice_in(t.choice))
+    desc = t.desc if self.config.structure else t.desc * jnp.asarray(_STRUCTURE_OFF)
+    return jnp.tanh(self.param_in(desc)), jnp.tanh(self.choice_in(t.choice))
 
   def value_embeddings(self, info: SpaceInfo, u, a, choice_emb):
     """f32[..., D, H]: the embedding of each parameter's value (zero when inactive)."""

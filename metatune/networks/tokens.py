@@ -33,6 +33,8 @@ NAME_DIM = 32
 NUM_KINDS = 5
 DESC_DIM = NUM_KINDS + 5 + NAME_DIM
 CHOICE_DIM = NAME_DIM + 2
+# The descriptor columns that say where a parameter sits in the structure: conditional, depth.
+STRUCTURE_COLUMNS = (NUM_KINDS + 1, NUM_KINDS + 2)
 NUM_COARSE = 16
 NUM_FINE = 16
 

@@ -11,6 +11,7 @@ from metatune.meta import prior as prior_io
 from metatune.meta.config import meta_config
 from metatune.meta.ppo import MetaTrainConfig, MetaTrainer
 from metatune.meta.train import meta_train
+from metatune.networks import policy as pol
 from metatune.space import SpaceError, yamlio
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
 
@@ -191,8 +192,33 @@ def test_config_errors_name_file_and_line(tmp_path):
     meta_config(node)
   path.write_text("family: synthetic\nmeta_train:\n  reward: area\n  policy: {hidden: 16}\n")
   node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
-  with pytest.raises(SpaceError, match="reward 'area'"):
+  with pytest.raises(SpaceError, match=r"fam.yaml:3.*reward must be one of .*got 'area'"):
     meta_config(node)
+
+
+def test_settings_override_the_file_and_the_card_says_who_set_what(tmp_path):
+  from metatune.meta.config import apply_settings, choices  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "fam.yaml"
+  path.write_text("family: synthetic\nmeta_train:\n  reward: log_regret\n  ent_end: 0.002\n")
+  node = dict(yamlio.load(path.read_text(), str(path)).items())["meta_train"]
+  settings = ["reward=regret", "policy.structure=false"]
+  node = apply_settings(node, settings)
+  config = meta_config(node)
+  assert config.reward == "regret" and config.ent_end == 0.002
+  assert config.policy == pol.PolicyConfig(structure=False)
+  got = choices(node, config, settings)["settings"]
+  assert got["reward"] == {"value": "regret", "default": "improvement", "set_by": "--set"}
+  assert got["ent_end"]["set_by"] == "family config" and got["ent_start"]["set_by"] == "default"
+  assert got["policy.structure"] == {"value": False, "default": True, "set_by": "--set"}
+  # No meta_train section at all: the settings make one.
+  assert meta_config(apply_settings(None, ["num_envs=8", "num_minibatches=2"])).num_envs == 8
+  for bad, message in (("rewards=regret", r"--set rewards=regret: unknown key 'rewards'.*did you "
+                        "mean 'reward'"),
+                       ("reward=regre", r"--set reward=regre: .*one of .*did you mean 'regret'"),
+                       ("policy.structure=3", r"--set policy.structure=3: .*must be bool"),
+                       ("reward", "expected KEY=VALUE")):
+    with pytest.raises(SpaceError, match=message):
+      meta_config(apply_settings(None, [bad]))
 
 
 def test_cli_reports_a_bad_setting_with_file_and_line(tmp_path, capsys):

@@ -109,6 +109,21 @@ def test_one_policy_acts_on_spaces_of_different_shapes():
     assert count_invalid(space, action.values[None], action.active[None]) == 0
 
 
+def test_structure_off_blanks_only_the_structure_features():
+  space = default_space()
+  info = space_info(space)
+  conditional = np.asarray(info.tokens.desc)[:, 6] > 0
+  assert conditional.any() and not conditional.all()
+  on = pol.Policy(pol.PolicyConfig(), rngs=nnx.Rngs(0))
+  off = pol.Policy(pol.PolicyConfig(structure=False), rngs=nnx.Rngs(0))
+  (p_on, c_on), (p_off, c_off) = on.embed(info), off.embed(info)
+  np.testing.assert_array_equal(c_on, c_off)           # choices are not structure
+  # Blank structure: a parameter's embedding no longer depends on whether it is conditional.
+  flat = info.tokens.desc.at[:, 6:8].set(0.0)
+  np.testing.assert_allclose(p_off, jnp.tanh(on.param_in(flat)), atol=1e-6)
+  assert np.abs(np.asarray(p_on - p_off))[conditional].max() > 1e-3
+
+
 def test_name_hash_is_stable_and_shares_words():
   a, b = hash_words("optimizer.sgd.momentum"), hash_words("sgd_momentum")
   np.testing.assert_allclose(a, hash_words("optimizer.sgd.momentum"))
