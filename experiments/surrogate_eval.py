@@ -55,6 +55,7 @@ from metatune.tuners.gp import gp_bo  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python experiments/surrogate_eval.py"
 KS = (0, 5, 10, 20)
+KS_QUICK = (0, 5, 10)   # --quick: meta-datasets of 12 configurations per task suffice
 HELDOUT = ("heldout_dataset", "heldout_model")
 FAMILIES = {
     "yahpo": ("configs/families/yahpo_rbv2_xgboost.yaml", ".cache_data/yahpo_rbv2_xgboost_512"),
@@ -113,7 +114,7 @@ def train_and_score(name: str, family_path: str, dataset: Path, steps: int, reps
   sg.save_surrogate(save_dir / name, surrogate, contexts=train)
   log(f"{name}: trained in {train_seconds:.0f}s; scoring {len(held_ids)} held-out tasks")
   start = time.perf_counter()
-  result = ev.evaluate(eval_key, surrogate, held, KS, reps)
+  result = ev.evaluate(eval_key, surrogate, held, KS_QUICK if quick else KS, reps)
   eval_seconds = time.perf_counter() - start
   fig = figures_dir / f"surrogate_eval_{name}.png"
   fig.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +317,9 @@ def render(runs: list[dict], fid: dict | None, argv: Sequence[str], total: float
               f"{'met' if all(0.80 <= c <= 0.95 for c in cov) else 'NOT met'} "
               f"(coverage {', '.join(f'{c:.2f}' for c in cov)} at k = "
               f"{', '.join(map(str, res['ks']))})."]
+  if fid is None:
+    lines += ["", "Environment fidelity: not run here (`--skip-fidelity`); "
+              "`python experiments/env_fidelity.py` measures it."]
   if fid is not None:
     lines += [
         "",
@@ -410,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--skip-training-family", action="store_true")
   parser.add_argument("--skip-fidelity", action="store_true")
-  parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 4 tasks")
+  parser.add_argument("--quick", action="store_true", help="smoke run: 60 steps, 4 tasks, contexts of up to 10")
   parser.add_argument("--save-dir", type=Path, default=REPO / ".cache_data" / "surrogates")
   parser.add_argument("--figures-dir", type=Path, default=REPO / "paper" / "figures",
                       help="where the PNGs go (default paper/figures)")

@@ -193,7 +193,7 @@ def test_a_failing_entry_stops_the_run_and_names_its_log(tmp_path, monkeypatch, 
 
 def test_an_entry_that_does_not_write_its_outputs_fails(tmp_path):
   write_registry(tmp_path, "  - name: lazy\n    kind: argv\n    argv: [python, -c, pass]\n"
-                 "    outputs: [\"{paper}/never.md\"]\n")
+                 "    outputs: [\"{paper}/never.md\"]\n    compare: exact\n")
   items = plan(tmp_path)
   assert not runner.run(items, tmp_path)
   assert items[0].reason == "exit code 0 but its output paper/quick/never.md was not written"

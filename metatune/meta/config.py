@@ -43,7 +43,7 @@ def _fields(cls) -> dict[str, Any]:
 CHOICES = ("reward", "ent_start", "ent_end", "horizon_start", "policy.structure", "policy.edit")
 DEFAULTS_CHOSEN_ON = (
     "meta-validation tasks of the synthetic family: configs/experiments/ablations/"
-    "meta_train_valid.yaml -> paper/evaluate/ablation_meta_train (one prior per setting, "
+    "ablation_meta_train.yaml -> paper/evaluate/ablation_meta_train (one prior per setting, "
     "the policy alone, 15 meta_valid tasks x 5 seeds)")
 
 

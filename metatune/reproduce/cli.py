@@ -20,6 +20,39 @@ def _tail(path: pathlib.Path, lines: int = 15) -> str:
   return "\n".join(line.rsplit("\r", 1)[-1] for line in text.splitlines()[-lines:])
 
 
+def _compare(registry, args, root: pathlib.Path) -> int:
+  """``--compare ACTUAL``: the regeneration's tables against the committed ones."""
+  # pylint: disable=import-outside-toplevel
+  from metatune.reproduce import compare
+  from metatune.reproduce.registry import PROFILES
+  if args.list or args.dry_run:
+    raise UsageError("--compare runs nothing: leave out --list and --dry-run")
+  paper = PROFILES[args.profile]["paper"]
+  expected = root / paper
+  actual = pathlib.Path(args.compare)
+  if (actual / paper).is_dir():  # the root of a clone that regenerated the profile
+    actual = actual / paper
+  if not actual.is_dir():
+    raise UsageError(f"--compare {args.compare}: no such folder (give a regeneration's {paper} "
+                     "or the root of the clone that holds it)")
+  if not expected.is_dir():
+    raise UsageError(f"{paper}: no such folder here, nothing committed to compare with (run "
+                     "metatune reproduce from the repository root)")
+  if actual.resolve() == expected.resolve():
+    raise UsageError(f"--compare {args.compare} is this repository's own {paper}: give a "
+                     "regeneration's (for example of a fresh clone)")
+  outcome = compare.compare_outputs(registry, args.profile, expected, actual, args.only or ())
+  for line in outcome.differences:
+    print(line)
+  if outcome.differences:
+    n = len(outcome.differences)
+    print(f"error: {n} difference{'s' * (n != 1)} between {actual} and the committed {paper} "
+          f"({outcome.summary()})", file=sys.stderr)
+    return 1
+  print(f"{actual} matches the committed {paper}: {outcome.summary()}")
+  return 0
+
+
 def cmd_reproduce(args) -> int:
   # pylint: disable=import-outside-toplevel
   from metatune.reproduce import registry as reg
@@ -29,6 +62,8 @@ def cmd_reproduce(args) -> int:
   if not path.is_file():
     raise UsageError(f"{path}: no such registry" + ("" if args.registry else
                      " (run metatune reproduce from the repository root, or pass --registry)"))
+  if args.compare:
+    return _compare(reg.load_registry(path), args, root)
   data_dir = args.data_dir or os.environ.get("METATUNE_DATA_DIR") or None
   if data_dir and not os.path.isdir(data_dir):
     setting = "--data-dir" if args.data_dir else "METATUNE_DATA_DIR"
@@ -77,7 +112,9 @@ def add_commands(sub) -> None:
       "folder or a GPU are skipped, with the reason, where there is none. The quick profile "
       "runs small versions and writes below paper/quick/ and .cache_data/quick/; the full "
       "profile writes the paper's results (paper/evaluate/, paper/tables/). Ends with "
-      "REPRODUCE.md: every entry, its command, status, seconds and machine.")
+      "REPRODUCE.md: every entry, its command, status, seconds and machine. With --compare, "
+      "runs nothing and compares a regeneration's tables with the committed ones, as each "
+      "entry's compare field says (exact, within the CIs, or not at all).")
   p.add_argument("--profile", choices=tuple(PROFILES), default="quick",
                  help="quick (small, minutes to hours on a CPU; the default) or full (the "
                  "paper's settings)")
@@ -87,6 +124,10 @@ def add_commands(sub) -> None:
                  help="print the plan (order, up-to-date and skipped entries with reasons)")
   p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
+  p.add_argument("--compare", default=None, metavar="ACTUAL_DIR",
+                 help="compare a regeneration's tables (ACTUAL_DIR: its paper/quick for the "
+                 "quick profile, or the root of the clone that holds it) with this repository's "
+                 "committed ones; prints the differences, exit code 1 if there are any")
   p.add_argument("--registry", default=None, metavar="FILE",
                  help=f"the registry (default: {REGISTRY} in the current folder, the root)")
   p.set_defaults(fn=cmd_reproduce)

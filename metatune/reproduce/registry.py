@@ -20,6 +20,7 @@ A registry::
       kind: script
       script: experiments/bench_space_sampling.py
       full: {skip: why the entry does not run in this profile}
+      compare: {none: timings}         # exact (evaluate's default) | ci | {none: REASON}
 
 ``command`` runs ``metatune ARGS``; ``script`` runs ``python SCRIPT ARGS``; ``evaluate`` runs
 ``metatune evaluate CONFIG --out {paper}/evaluate/NAME`` (its table.md is an output); ``argv``
@@ -27,6 +28,13 @@ runs ``ARGV`` as written (``python`` first is this Python). Paths are relative t
 repository root. ``{paper}`` and ``{cache}`` in a string are the profile's folders
 (`PROFILES`); every output of the quick profile must lie below its folders, so that a quick
 run never overwrites the full-scale results.
+
+``compare`` says how a regeneration's tables (the entry's ``*.md`` outputs below ``{paper}``)
+compare with the committed ones (``metatune reproduce --compare``, metatune/reproduce/compare.py):
+``exact`` (every cell equal as text, timing columns and the text around the tables aside),
+``ci`` (each ``m [lo, hi]`` cell's regenerated mean inside the committed CI, labels equal) or
+``{none: REASON}`` (not compared, e.g. timings). An evaluate entry is ``exact`` unless it says
+otherwise; an entry that writes no table is not compared; any other entry with a table must say.
 """
 
 from __future__ import annotations
@@ -50,7 +58,10 @@ NEEDED = {"evaluate": "config", "script": "script", "command": "args", "argv": "
 TAKES = {"evaluate": ("config", "args"), "script": ("script", "args"), "command": ("args",),
          "argv": ("argv",)}
 ENTRY_KEYS = ("name", "kind", "config", "script", "args", "argv", "needs", "data", "gpu",
-              "outputs", "note", "quick", "full")
+              "outputs", "note", "quick", "full", "compare")
+# How a regeneration's tables compare with the committed ones (compare.py); ``none`` takes a
+# reason: ``compare: {none: REASON}``.
+COMPARE_MODES = ("exact", "ci", "none")
 PROFILE_KEYS = ("args", "set", "skip")
 PROFILES = {"quick": {"paper": "paper/quick", "cache": ".cache_data/quick"},
             "full": {"paper": "paper", "cache": ".cache_data"}}
@@ -82,7 +93,11 @@ class Profile:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One experiment of the registry, as written (placeholders not filled in)."""
+  """One experiment of the registry, as written (placeholders not filled in).
+
+  ``compare`` is one of `COMPARE_MODES`; ``compare_why`` says why a ``none`` entry's tables are
+  not compared (empty for the others).
+  """
   name: str
   kind: str
   where: str
@@ -97,6 +112,8 @@ class Entry:
   note: str = ""
   quick: Profile = Profile()
   full: Profile = Profile()
+  compare: str = "none"
+  compare_why: str = "it writes no table below {paper}"
 
   def profile(self, name: str) -> Profile:
     return getattr(self, name)
@@ -258,6 +275,57 @@ def _profile(node, name: str, kind: str, pname: str) -> Profile:
   return Profile(args, tuple(settings), skip, node.where)
 
 
+def is_table(output: str) -> bool:
+  """Whether an output (as written, with placeholders) is a table: a ``.md`` file below {paper}.
+
+  Example:
+    >>> is_table("{paper}/tables/x.md"), is_table("{paper}/figures/x.png")
+    (True, False)
+  """
+  quick = posixpath.normpath(fill(output, "quick"))
+  return quick.startswith(PROFILES["quick"]["paper"] + "/") and quick.endswith(".md")
+
+
+def _compare(node, name: str, kind: str, tables: Sequence[str],
+             where: str) -> tuple[str, str]:
+  """The entry's compare mode and, for ``none``, why (``node`` None: the field is absent)."""
+  usage = "compare: exact, compare: ci or compare: {none: REASON}"
+  if node is None:
+    if not tables:
+      return "none", "it writes no table below {paper}"
+    if kind == "evaluate":
+      return "exact", ""
+    raise SpaceError(f"entry {name!r} writes the table {tables[0]}: say how a regeneration's "
+                     f"tables compare with the committed ones ({usage})", where)
+  if node.kind == "mapping":
+    f = dict(node.items())
+    if list(f) != ["none"]:
+      k = next((k for k in f if k != "none"), "none")
+      if "none" in f:  # {none: a, b} is two keys in YAML
+        raise node.error(f"entry {name!r}: compare.none's reason has a comma: quote it, "
+                         "{none: \"REASON\"}")
+      raise node.error(f"entry {name!r}: compare takes a mode or {{none: REASON}}, not {k!r}"
+                       f"{did_you_mean(k, ['none'])}; write {usage}")
+    why = " ".join(_string(f["none"], f"entry {name!r}: compare.none").split())
+    if not why:
+      raise f["none"].error(f"entry {name!r}: compare.none must say why its tables are not "
+                            "compared")
+    return "none", why
+  if node.kind != "scalar":
+    raise node.error(f"entry {name!r}: compare must be a mode or a mapping; write {usage}")
+  mode = _string(node, f"entry {name!r}: compare")
+  if mode == "none":
+    raise node.error(f"entry {name!r}: write compare: {{none: REASON}}, saying why its tables "
+                     "are not compared")
+  if mode not in COMPARE_MODES:
+    raise node.error(f"entry {name!r}: unknown compare mode {mode!r}"
+                     f"{did_you_mean(mode, COMPARE_MODES)}; write {usage}")
+  if not tables:
+    raise node.error(f"entry {name!r}: compare: {mode}, but it writes no table (a .md output "
+                     "below {paper}); leave compare out")
+  return mode, ""
+
+
 def _entry(node) -> tuple[Entry, list[tuple[str, str]]]:
   """An entry and, for each name it needs, where that name is written."""
   if node.kind != "mapping":
@@ -320,8 +388,10 @@ def _entry(node) -> tuple[Entry, list[tuple[str, str]]]:
   profiles = {p: _profile(f[p], name, kind, p) if p in f else Profile(where=node.where)
               for p in PROFILES}
   note = " ".join(_string(f["note"], f"entry {name!r}: note").split()) if "note" in f else ""
+  compare, why = _compare(f.get("compare"), name, kind, [o for o in outputs if is_table(o)],
+                          node.where)
   entry = Entry(name, kind, node.where, needs=tuple(n for n, _ in needs), outputs=tuple(outputs),
-                note=note, **fields, **flags, **profiles)
+                note=note, compare=compare, compare_why=why, **fields, **flags, **profiles)
   return entry, needs
 
 
@@ -330,7 +400,8 @@ def load_registry(path: str | os.PathLike) -> Registry:
 
   Raises:
     SpaceError: an unknown key or kind, a bad value, a duplicate name, a need that is no
-      entry, a cycle, a quick output outside the quick folders; naming the file and line.
+      entry, a cycle, a quick output outside the quick folders, an entry with a table but no
+      compare mode; naming the file and line.
   """
   path = os.fspath(path)
   root = yamlio.load(yamlio.read_text(path, "reproduce registry"), path)

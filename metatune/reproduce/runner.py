@@ -6,6 +6,10 @@ When it succeeds (exit code 0 and every declared output written) a stamp
 hash of its definition, its input files and the hashes of the entries it needs; a later run
 skips an entry whose stamp matches and whose outputs exist, and reruns it (and what needs it)
 when any of them changed.
+
+Entries run with the root first on ``PYTHONPATH`` (a script imports this checkout's metatune,
+not one installed from elsewhere) and share JAX's persistent compilation cache in
+``{cache}/jax_cache`` (`entry_env`).
 """
 
 from __future__ import annotations
@@ -284,6 +288,33 @@ def _execute(step: Step, root: pathlib.Path, env: dict[str, str], log_path: path
       raise
 
 
+def entry_env(root: str | os.PathLike, profile: str, data_dir: str | None = None,
+              base: dict[str, str] | None = None) -> dict[str, str]:
+  """The environment of a profile's entries: ``base`` (this process's) plus what they share.
+
+  The root goes first on ``PYTHONPATH``: ``python experiments/x.py`` puts only experiments/ on
+  the path, so it would otherwise import whichever metatune is installed (another checkout's,
+  when that one is installed editable). JAX's persistent compilation cache in
+  ``{cache}/jax_cache`` (compilations of a second or more) lets an entry reuse what an earlier
+  one compiled; settings of these in ``base`` are kept.
+
+  Example:
+    >>> env = entry_env("/repo", "quick", base={})
+    >>> env["PYTHONPATH"], env["JAX_COMPILATION_CACHE_DIR"]
+    ('/repo', '/repo/.cache_data/quick/jax_cache')
+  """
+  env = dict(os.environ if base is None else base, PYTHONUNBUFFERED="1")
+  root = os.path.abspath(root)
+  env["PYTHONPATH"] = os.pathsep.join([root] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH")
+                                                else []))
+  env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                 os.path.join(root, PROFILES[profile]["cache"], "jax_cache"))
+  env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+  if data_dir:
+    env["METATUNE_DATA_DIR"] = os.path.abspath(data_dir)
+  return env
+
+
 def _write_json(path: pathlib.Path, doc: dict) -> None:
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
@@ -313,7 +344,8 @@ def run(items: list[Item], root: str | os.PathLike, data_dir: str | None = None,
   Args:
     items: a plan (`plan`); updated in place.
     root: the repository root (each entry's working directory).
-    data_dir: the data folder, passed to the entries as ``METATUNE_DATA_DIR``.
+    data_dir: the data folder, passed to the entries as ``METATUNE_DATA_DIR`` (their whole
+      environment: `entry_env`).
     out: where the progress lines go.
     live: one live line per entry with its elapsed time (tqdm), for a terminal.
 
@@ -321,9 +353,6 @@ def run(items: list[Item], root: str | os.PathLike, data_dir: str | None = None,
     whether every entry that was to run succeeded.
   """
   root = pathlib.Path(root)
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  if data_dir:
-    env["METATUNE_DATA_DIR"] = os.path.abspath(data_dir)
   todo = [item for item in items if item.status == "run"]
   progress = _Progress(len(todo), out, live)
   for k, item in enumerate(todo, 1):
@@ -333,7 +362,8 @@ def run(items: list[Item], root: str | os.PathLike, data_dir: str | None = None,
     progress.start(k, item.name, step.log)
     start = time.perf_counter()
     try:
-      code = _execute(step, root, env, root / step.log, progress.tick)
+      code = _execute(step, root, entry_env(root, step.profile, data_dir), root / step.log,
+                      progress.tick)
     except KeyboardInterrupt:
       item.status, item.reason = "failed", "interrupted"
       item.seconds = time.perf_counter() - start
@@ -409,7 +439,9 @@ def commands_text(items: list[Item], profile: str, data_dir: str | None) -> str:
   """The commands a run would start, in order, as a shell script (``--dry-run``)."""
   lines = [f"# metatune reproduce --profile {profile}: {summary(items)}",
            "# from the repository root" + (f", with METATUNE_DATA_DIR={os.path.abspath(data_dir)}"
-                                           if data_dir else "")]
+                                           if data_dir else ""),
+           "# (each with the root first on PYTHONPATH and, unless set, "
+           f"JAX_COMPILATION_CACHE_DIR={PROFILES[profile]['cache']}/jax_cache)"]
   for k, item in enumerate(items, 1):
     if item.status == "run":
       lines += [f"# {k}. {item.name} (log {item.step.log}){_needs_text(item)}", item.step.command]

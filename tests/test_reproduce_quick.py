@@ -1,0 +1,49 @@
+"""The committed quick-profile tables (paper/quick/) match a regeneration in a fresh clone."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from metatune.reproduce import compare
+from metatune.reproduce import registry as reg
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.reproduce
+def test_a_fresh_clone_regenerates_the_committed_quick_tables(tmp_path):
+  """Clones HEAD, runs ``metatune reproduce --profile quick`` there, compares with paper/quick.
+
+  Takes about 30 minutes on 2 CPU cores (every quick entry that needs no GPU, the data folder's
+  included). Each table is compared as its registry entry says (``compare``: exact, within the
+  committed CIs, or not at all); see metatune/reproduce/compare.py. Needs METATUNE_DATA_DIR and
+  a committed paper/quick/; run it with ``pytest -m reproduce tests/test_reproduce_quick.py``.
+  """
+  data_dir = os.environ.get("METATUNE_DATA_DIR")
+  if not data_dir or not os.path.isdir(data_dir):
+    pytest.skip("METATUNE_DATA_DIR is not set to a folder: the quick profile needs the data")
+  expected = ROOT / reg.PROFILES["quick"]["paper"]
+  if not expected.is_dir():
+    pytest.skip(f"no {expected.relative_to(ROOT)} in the repository: nothing committed to "
+                "compare with")
+  if not (ROOT / ".git").exists() or shutil.which("git") is None:
+    pytest.skip("not a git checkout (or no git): cannot clone HEAD")
+  clone = tmp_path / "clone"
+  subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+  # The committed outputs come with the clone, stamps included: remove them so that every
+  # entry runs instead of being up to date.
+  shutil.rmtree(clone / reg.PROFILES["quick"]["paper"], ignore_errors=True)
+  env = dict(os.environ, METATUNE_DATA_DIR=os.path.abspath(data_dir), PYTHONPATH=str(clone))
+  done = subprocess.run([sys.executable, "-m", "metatune", "reproduce", "--profile", "quick"],
+                        cwd=clone, env=env, capture_output=True, text=True, check=False)
+  assert done.returncode == 0, f"metatune reproduce failed:\n{done.stdout}\n{done.stderr}"
+  outcome = compare.compare_outputs(reg.load_registry(ROOT / "configs" / "reproduce.yaml"),
+                                    "quick", expected, clone / reg.PROFILES["quick"]["paper"])
+  print("\n".join(outcome.differences + [outcome.summary()]))
+  assert not outcome.differences, "\n".join(outcome.differences)
+  assert outcome.exact + outcome.ci > 0, outcome.summary()
