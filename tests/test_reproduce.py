@@ -1,5 +1,7 @@
 """`metatune reproduce`: dependency order, strict registry, resume by stamps, stops, skips."""
 
+import io
+import itertools
 import json
 import pathlib
 import re
@@ -320,3 +322,116 @@ def test_the_real_registry_loads_and_covers_the_paper():
             assert any(o.startswith(rel + "/") for o in made), (e.name, profile, t.label, rel)
       if profile == "quick":
         assert set(exp.overrides) == set(step.settings) and exp.seeds <= 2
+
+
+# ------------------------------------------------------------------ --jobs
+# A timed entry: sleeps argv[2] seconds, writes its start and end times (time.time()) to its
+# output argv[1], then exits with argv[3]. No braces: the registry reads them as placeholders.
+TIMED = ("import pathlib, sys, time; t = time.time(); time.sleep(float(sys.argv[2])); "
+         "pathlib.Path(sys.argv[1]).write_text('%r %r' % (t, time.time())); "
+         "sys.exit(int(sys.argv[3]))")
+
+
+def timed(name, seconds, needs=(), code=0):
+  """A registry entry (YAML) that sleeps, then writes {paper}/NAME.txt: its start and end."""
+  lines = [f"  - name: {name}", "    kind: argv",
+           (f"    argv: [python, -c, {json.dumps(TIMED)}, \"{{paper}}/{name}.txt\", "
+            f"\"{seconds}\", \"{code}\"]"),
+           f"    outputs: [\"{{paper}}/{name}.txt\"]"]
+  if needs:
+    lines.append(f"    needs: [{', '.join(needs)}]")
+  return "\n".join(lines) + "\n"
+
+
+def times(root, name) -> tuple[float, float]:
+  start, end = (root / f"paper/quick/{name}.txt").read_text().split()
+  return float(start), float(end)
+
+
+def test_jobs_runs_independent_entries_at_once_and_waits_for_needs(tmp_path):
+  write_registry(tmp_path, timed("a", 0.5), timed("b", 0.5), timed("c", 0.1, needs=("a",)))
+  items = plan(tmp_path)
+  out = io.StringIO()
+  assert runner.run(items, tmp_path, out=out, jobs=2)
+  a, b, c = (times(tmp_path, n) for n in "abc")
+  assert a[0] < b[1] and b[0] < a[1]  # a and b overlap
+  assert c[0] >= a[1]  # c needs a
+  assert status(items) == {"a": "ran", "b": "ran", "c": "ran"}
+  # Each entry's seconds are its own wall time, not the run's; its stamp is a sequential one's.
+  by = {i.name: i for i in items}
+  assert 0.5 <= by["a"].seconds < 0.5 + 1.0 and 0.1 <= by["c"].seconds < by["a"].seconds
+  stamp = json.loads((tmp_path / "paper/quick/logs/b.stamp.json").read_text())
+  assert stamp["hash"] == by["b"].hash and stamp["exit_code"] == 0
+  assert status(plan(tmp_path)) == {"a": "done", "b": "done", "c": "done"}
+  lines = out.getvalue().splitlines()
+  assert [line.split(":")[0] for line in lines if "running" in line] == [
+      "[1/3] a", "[2/3] b", "[3/3] c"]
+  assert re.search(r"^\[1/3\] a: ok, in 0:0[01]$", out.getvalue(), re.MULTILINE)
+  assert lines.index("[3/3] c: running (log paper/quick/logs/c.log)") > next(
+      k for k, line in enumerate(lines) if line.startswith("[1/3] a: ok"))
+
+
+def test_a_failure_with_jobs_lets_the_running_entries_finish_and_blocks_dependents(
+    tmp_path, monkeypatch, capsys):
+  write_registry(tmp_path, timed("bad", 0.05, code=3), timed("slow", 0.5),
+                 timed("dep", 0, needs=("bad",)), entry("later"), timed("after", 0, needs=("dep",)))
+  items = plan(tmp_path)
+  assert not runner.run(items, tmp_path, out=io.StringIO(), jobs=2)
+  by = {i.name: i for i in items}
+  assert by["bad"].status == "failed" and by["bad"].reason == "exit code 3"
+  assert by["slow"].status == "ran"  # it was running when bad failed
+  assert (tmp_path / "paper/quick/logs/slow.stamp.json").exists()
+  assert by["dep"].status == "not run" and by["dep"].reason == "needs 'bad', which failed"
+  assert by["after"].reason == "needs 'dep', which did not run"
+  assert by["later"].status == "not run"
+  assert by["later"].reason == "the run stopped when 'bad' failed"
+  assert runs(tmp_path) == [] and not (tmp_path / "paper/quick/logs/bad.stamp.json").exists()
+
+  # The command line passes --jobs: slow is up to date, bad and later start together.
+  monkeypatch.chdir(tmp_path)
+  assert cli.main(["reproduce", "--jobs", "2"]) == 1
+  assert "error: entry 'bad' failed (exit code 3)" in capsys.readouterr().err
+  assert runs(tmp_path) == ["later"]
+  report = (tmp_path / "paper/quick/REPRODUCE.md").read_text()
+  assert re.search(r"\| later \| `python -c .*` \| ran \| \d+ \|", report)
+  assert re.search(r"\| dep \| .* \| not run: needs 'bad', which failed \|", report)
+
+
+def test_jobs_one_runs_in_order_and_jobs_must_be_positive(tmp_path, monkeypatch, capsys):
+  write_registry(tmp_path, timed("c", 0.1), timed("a", 0.1), timed("b", 0.1, needs=("c",)))
+  items = plan(tmp_path)
+  out = io.StringIO()
+  assert runner.run(items, tmp_path, out=out)
+  spans = [times(tmp_path, n) for n in "cab"]
+  assert all(first[1] <= then[0] for first, then in itertools.pairwise(spans))
+  assert re.sub(r"in 0:0\d", "in 0:0x", out.getvalue()).splitlines() == [
+      "[1/3] c: running (log paper/quick/logs/c.log)", "[1/3] c: ok, in 0:0x",
+      "[2/3] a: running (log paper/quick/logs/a.log)", "[2/3] a: ok, in 0:0x",
+      "[3/3] b: running (log paper/quick/logs/b.log)", "[3/3] b: ok, in 0:0x"]
+  with pytest.raises(ValueError, match="jobs must be at least 1, got 0"):
+    runner.run(items, tmp_path, jobs=0)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(SystemExit) as info:
+    cli.main(["reproduce", "--jobs", "0"])
+  assert info.value.code == 2
+  assert "--jobs: expected a positive whole number, got 0" in capsys.readouterr().err
+
+
+def test_ctrl_c_with_jobs_stops_the_running_entries(tmp_path, monkeypatch):
+  write_registry(tmp_path, timed("a", 30), timed("b", 30), timed("c", 0, needs=("a",)),
+                 entry("d"))
+  seen = []
+
+  def interrupt(running, tick):
+    seen.extend(r.proc for r in running)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(runner, "_wait", interrupt)
+  items = plan(tmp_path)
+  with pytest.raises(KeyboardInterrupt):
+    runner.run(items, tmp_path, out=io.StringIO(), jobs=2)
+  assert len(seen) == 2 and all(proc.returncode is not None for proc in seen)
+  by = {i.name: i for i in items}
+  assert [(by[n].status, by[n].reason) for n in "ab"] == [("failed", "interrupted")] * 2
+  assert by["c"].reason == "needs 'a', which failed"
+  assert by["d"].status == "not run" and by["d"].reason == "the run stopped when 'a' failed"

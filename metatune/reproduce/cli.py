@@ -6,7 +6,7 @@ import os
 import pathlib
 import sys
 
-from metatune.clitools import UsageError
+from metatune.clitools import UsageError, positive_int
 
 REGISTRY = "configs/reproduce.yaml"
 
@@ -85,14 +85,16 @@ def cmd_reproduce(args) -> int:
         "(--list says why)", flush=True)
   ok = False
   try:
-    ok = runner.run(items, root, data_dir, out=sys.stderr, live=sys.stderr.isatty())
+    ok = runner.run(items, root, data_dir, out=sys.stderr, live=sys.stderr.isatty(),
+                    jobs=args.jobs)
   finally:
     written = runner.write_report(items, args.profile, root, data_dir, gpu)
   if not ok:
-    failed = next(i for i in items if i.status == "failed")
-    tail = _tail(root / failed.step.log)
-    print(f"error: entry {failed.name!r} failed ({failed.reason}); its log: {failed.step.log}"
-          + (f"; it ends:\n{tail}" if tail else ""), file=sys.stderr)
+    # With --jobs, entries that were running when one failed may have failed too.
+    for failed in (i for i in items if i.status == "failed"):
+      tail = _tail(root / failed.step.log)
+      print(f"error: entry {failed.name!r} failed ({failed.reason}); its log: {failed.step.log}"
+            + (f"; it ends:\n{tail}" if tail else ""), file=sys.stderr)
     print(f"report: {written}")
     return 1
   print(f"report: {written}")
@@ -123,6 +125,12 @@ def add_commands(sub) -> None:
   p.add_argument("--list", action="store_true",
                  help="print the plan (order, up-to-date and skipped entries with reasons)")
   p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+  p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                 help="run up to N entries at once, each when the entries it needs have "
+                 "succeeded (default 1: one at a time, in order); a failure starts nothing more "
+                 "and lets the running entries finish. With N > 1 the progress is a line when an "
+                 "entry starts and one when it ends (no live line); the report and stamps are "
+                 "the same")
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
   p.add_argument("--compare", default=None, metavar="ACTUAL_DIR",
                  help="compare a regeneration's tables (ACTUAL_DIR: its paper/quick for the "

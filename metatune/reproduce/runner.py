@@ -9,7 +9,8 @@ when any of them changed.
 
 Entries run with the root first on ``PYTHONPATH`` (a script imports this checkout's metatune,
 not one installed from elsewhere) and share JAX's persistent compilation cache in
-``{cache}/jax_cache`` (`entry_env`).
+``{cache}/jax_cache`` (`entry_env`). With ``jobs`` above 1, entries that do not need each other
+run at once (most use about one CPU core); stamps and the report are those of a sequential run.
 """
 
 from __future__ import annotations
@@ -228,64 +229,95 @@ def _clock(seconds: float) -> str:
 
 
 class _Progress:
-  """One line per entry: ``[k/n] NAME`` and its elapsed time (a live tqdm line on a terminal)."""
+  """A line per entry as it starts, ``[k/n] NAME: running (log ...)``, and one as it ends, with
+  its elapsed time; with ``live``, one live tqdm line per entry instead (for a terminal, and for
+  one entry at a time). ``k`` counts the entries in the order they start."""
 
   def __init__(self, total: int, out: TextIO, live: bool):
     self.total, self.out, self.live = total, out, live
     self.bar = None
-    self.label = ""
+    self.started = 0
+    self.labels: dict[str, str] = {}
 
-  def start(self, k: int, name: str, log: str) -> None:
-    self.label = f"[{k}/{self.total}] {name}"
+  def start(self, name: str, log: str) -> None:
+    self.started += 1
+    label = self.labels[name] = f"[{self.started}/{self.total}] {name}"
     if self.live:
       from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
       # A terminal that reports no width (some ptys) would truncate the line to nothing.
-      self.bar = tqdm(total=None, desc=f"{self.label}: running (log {log})",
+      self.bar = tqdm(total=None, desc=f"{label}: running (log {log})",
                       bar_format="{desc} {elapsed}", file=self.out, leave=True,
                       ncols=shutil.get_terminal_size((100, 20)).columns)
     else:
-      print(f"{self.label}: running (log {log})", file=self.out, flush=True)
+      print(f"{label}: running (log {log})", file=self.out, flush=True)
 
   def tick(self) -> None:
     if self.bar is not None:
       self.bar.refresh()
 
-  def end(self, text: str, seconds: float) -> None:
+  def end(self, name: str, text: str, seconds: float) -> None:
+    label = self.labels.pop(name)
     if self.bar is not None:
-      self.bar.set_description_str(f"{self.label}: {text}, in", refresh=True)
+      self.bar.set_description_str(f"{label}: {text}, in", refresh=True)
       self.bar.close()
       self.bar = None
     else:
-      print(f"{self.label}: {text}, in {_clock(seconds)}", file=self.out, flush=True)
+      print(f"{label}: {text}, in {_clock(seconds)}", file=self.out, flush=True)
 
 
-def _execute(step: Step, root: pathlib.Path, env: dict[str, str], log_path: pathlib.Path,
-             tick: Callable[[], None]) -> int:
-  """Runs the step with its output in its log; its exit code (127: it could not start)."""
+@dataclasses.dataclass
+class _Running:
+  """An entry that was started: its subprocess (None: it could not start) and when."""
+  item: Item
+  proc: subprocess.Popen | None
+  start: float
+
+  def code(self) -> int | None:
+    """Its exit code, None while it runs (127: it could not start)."""
+    return 127 if self.proc is None else self.proc.poll()
+
+
+def _launch(step: Step, root: pathlib.Path, env: dict[str, str],
+            log_path: pathlib.Path) -> subprocess.Popen | None:
+  """Starts the step with its output in its log; None when it cannot start (said in the log)."""
   with open(log_path, "w", encoding="utf-8") as log:
     log.write(f"# {step.command}\n# started {datetime.datetime.now().isoformat(timespec='seconds')}"
               f" in {root}\n")
     log.flush()
     try:
-      proc = subprocess.Popen(step.argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+      # The child writes to its own copy of the log's descriptor: this one can close.
+      return subprocess.Popen(step.argv, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
     except OSError as e:
       log.write(f"could not start {step.argv[0]}: {e}\n")
-      return 127
+      return None
+
+
+def _wait(running: list[_Running], tick: Callable[[], None]) -> list[_Running]:
+  """Waits until one or more of the running entries end; returns those, in their order."""
+  while True:
+    done = [r for r in running if r.code() is not None]
+    if done:
+      return done
     try:
-      while True:
-        try:
-          return proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-          tick()
-    except BaseException:  # Ctrl-C: stop the entry before leaving
-      proc.terminate()
-      try:
-        proc.wait(timeout=10)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-      raise
+      # One entry: wake on its end at once. Several: poll them all, 20 times a second.
+      running[0].proc.wait(timeout=1.0 if len(running) == 1 else 0.05)
+    except subprocess.TimeoutExpired:
+      tick()
+
+
+def _terminate(running: list[_Running]) -> None:
+  """Stops the running entries (Ctrl-C): terminate, and kill what is still there 10 s later."""
+  procs = [r.proc for r in running if r.proc is not None]
+  for proc in procs:
+    proc.terminate()
+  deadline = time.monotonic() + 10
+  for proc in procs:
+    try:
+      proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
 
 
 def entry_env(root: str | os.PathLike, profile: str, data_dir: str | None = None,
@@ -321,73 +353,138 @@ def _write_json(path: pathlib.Path, doc: dict) -> None:
   os.replace(tmp, path)
 
 
-def _stop_after(failed: Item, later: list[Item]) -> None:
-  """Marks the entries a failed (or interrupted) one leaves unrun, saying why."""
-  blocked = {failed.name}
+def _stop_after(failed: Sequence[Item], later: list[Item]) -> None:
+  """Marks the entries that failed (or interrupted) ones leave unrun, saying why.
+
+  Args:
+    failed: the entries that failed, the one that stopped the run first.
+    later: the entries that did not start, in dependency order; updated in place.
+  """
+  failed_names = {item.name for item in failed}
+  blocked = set(failed_names)
   for item in later:
     cause = next((n for n in item.step.entry.needs if n in blocked), None)
     item.status = "not run"
     if cause is not None:
       blocked.add(item.name)
-      item.reason = f"needs {cause!r}, which {'failed' if cause == failed.name else 'did not run'}"
+      item.reason = f"needs {cause!r}, which {'failed' if cause in failed_names else 'did not run'}"
     else:
-      item.reason = f"the run stopped when {failed.name!r} failed"
+      item.reason = f"the run stopped when {failed[0].name!r} failed"
+
+
+def _check_order(todo: list[Item]) -> None:
+  names = {item.name for item in todo}
+  seen: set[str] = set()
+  for item in todo:
+    late = [n for n in item.step.entry.needs if n in names and n not in seen]
+    if late:
+      raise ValueError(f"entry {item.name!r} comes before {late[0]!r}, which it needs: the "
+                       "items must be in dependency order (as plan returns them)")
+    seen.add(item.name)
+
+
+def _finish(running: _Running, root: pathlib.Path, progress: _Progress) -> bool:
+  """Records how an entry that ended did (stamped when it succeeded); whether it succeeded."""
+  item, step, code = running.item, running.item.step, running.code()
+  item.seconds = time.perf_counter() - running.start
+  missing = [o for o in step.outputs if not (root / o).exists()]
+  if code != 0 or missing:
+    item.status = "failed"
+    item.reason = (f"exit code {code}" if code != 0 else
+                   f"exit code 0 but its output {missing[0]} was not written")
+    progress.end(item.name, f"FAILED ({item.reason}; log {step.log})", item.seconds)
+    return False
+  item.stamp = {"name": item.name, "profile": step.profile, "command": step.command,
+                "exit_code": code, "seconds": round(item.seconds, 1), "hash": item.hash,
+                "inputs": item.inputs,
+                "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+                "machine": machine()}
+  _write_json(root / step.stamp, item.stamp)
+  item.status, item.reason = "ran", ""
+  progress.end(item.name, "ok", item.seconds)
+  return True
 
 
 def run(items: list[Item], root: str | os.PathLike, data_dir: str | None = None,
-        out: TextIO = sys.stdout, live: bool = False) -> bool:
-  """Runs the items whose status is ``run``, in order, stamping each that succeeds.
+        out: TextIO = sys.stdout, live: bool = False, jobs: int = 1) -> bool:
+  """Runs the items whose status is ``run``, up to ``jobs`` at once, stamping each that succeeds.
 
-  The first failure (an exit code other than 0, or a declared output not written) stops the
-  run: that item becomes ``failed`` and the rest ``not run``.
+  An item starts when every item it needs that is part of the run has succeeded; of the items
+  ready to start, the earliest in ``items`` goes first, so ``jobs=1`` runs them in order. The
+  first failure (an exit code other than 0, or a declared output not written) stops the run: no
+  item starts after it, the running ones finish (and are stamped when they succeed), the failed
+  become ``failed`` and the rest ``not run``. Ctrl-C terminates the running items (``failed``,
+  interrupted) and raises KeyboardInterrupt. Stamps and seconds (each item's own wall time) are
+  those a run one at a time would write.
 
   Args:
-    items: a plan (`plan`); updated in place.
+    items: a plan (`plan`), in its order; updated in place.
     root: the repository root (each entry's working directory).
     data_dir: the data folder, passed to the entries as ``METATUNE_DATA_DIR`` (their whole
       environment: `entry_env`).
     out: where the progress lines go.
-    live: one live line per entry with its elapsed time (tqdm), for a terminal.
+    live: one live line per entry with its elapsed time (tqdm), for a terminal; only with
+      ``jobs=1`` (with more, a line when an entry starts and one when it ends).
+    jobs: how many entries may run at once.
 
   Returns:
     whether every entry that was to run succeeded.
+
+  Raises:
+    ValueError: ``jobs`` below 1, or items out of dependency order.
+
+  Example:
+    >>> ok = run(plan(registry, "quick", "."), ".", jobs=2)  # doctest: +SKIP
   """
+  if jobs < 1:
+    raise ValueError(f"jobs must be at least 1, got {jobs}")
   root = pathlib.Path(root)
   todo = [item for item in items if item.status == "run"]
-  progress = _Progress(len(todo), out, live)
-  for k, item in enumerate(todo, 1):
-    step = item.step
-    for path in (step.log,) + step.outputs:
-      (root / path).parent.mkdir(parents=True, exist_ok=True)
-    progress.start(k, item.name, step.log)
-    start = time.perf_counter()
-    try:
-      code = _execute(step, root, entry_env(root, step.profile, data_dir), root / step.log,
-                      progress.tick)
-    except KeyboardInterrupt:
-      item.status, item.reason = "failed", "interrupted"
-      item.seconds = time.perf_counter() - start
-      progress.end("interrupted", item.seconds)
-      _stop_after(item, todo[k:])
-      raise
-    item.seconds = time.perf_counter() - start
-    missing = [o for o in step.outputs if not (root / o).exists()]
-    if code != 0 or missing:
-      item.status = "failed"
-      item.reason = (f"exit code {code}" if code != 0 else
-                     f"exit code 0 but its output {missing[0]} was not written")
-      progress.end(f"FAILED ({item.reason}; log {step.log})", item.seconds)
-      _stop_after(item, todo[k:])
-      return False
-    item.stamp = {"name": item.name, "profile": step.profile, "command": step.command,
-                  "exit_code": code, "seconds": round(item.seconds, 1), "hash": item.hash,
-                  "inputs": item.inputs,
-                  "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "machine": machine()}
-    _write_json(root / step.stamp, item.stamp)
-    item.status, item.reason = "ran", ""
-    progress.end("ok", item.seconds)
-  return True
+  _check_order(todo)
+  by_name = {item.name: item for item in todo}
+  progress = _Progress(len(todo), out, live and jobs == 1)
+  pending, running, failed = list(todo), [], []
+
+  def ready(item: Item) -> bool:  # what it needs of this run succeeded
+    return all(n not in by_name or by_name[n].status == "ran" for n in item.step.entry.needs)
+
+  try:
+    while pending or running:
+      while not failed and len(running) < jobs:
+        item = next((i for i in pending if ready(i)), None)
+        if item is None:
+          break
+        pending.remove(item)
+        step = item.step
+        for path in (step.log,) + step.outputs:
+          (root / path).parent.mkdir(parents=True, exist_ok=True)
+        progress.start(item.name, step.log)
+        running.append(_Running(item, None, time.perf_counter()))
+        running[-1].proc = _launch(step, root, entry_env(root, step.profile, data_dir),
+                                   root / step.log)
+      if not running:
+        break  # a failure: what is pending does not start
+      for ended in _wait(running, progress.tick):
+        running.remove(ended)
+        if not _finish(ended, root, progress):
+          failed.append(ended.item)
+  except BaseException:  # Ctrl-C (or an error here): stop the running entries before leaving
+    _terminate(running)
+    for stopped in running:
+      stopped.item.status, stopped.item.reason = "failed", "interrupted"
+      stopped.item.seconds = time.perf_counter() - stopped.start
+      progress.end(stopped.item.name, "interrupted", stopped.item.seconds)
+      failed.append(stopped.item)
+    rest = [i for i in todo if i.status == "run"]
+    if failed:
+      _stop_after(failed, rest)
+    else:  # interrupted between two entries
+      for unrun in rest:
+        unrun.status, unrun.reason = "not run", "the run was interrupted"
+    raise
+  if failed:
+    _stop_after(failed, pending)
+  return not failed
 
 
 def _needs_text(item: Item) -> str:
