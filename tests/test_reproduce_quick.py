@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_a_fresh_clone_regenerates_the_committed_quick_tables(tmp_path):
   """Clones HEAD, runs ``metatune reproduce --profile quick`` there, compares with paper/quick.
 
-  Takes about 30 minutes on 2 CPU cores (every quick entry that needs no GPU, the data folder's
+  Takes about 30 minutes on 2 CPU cores with ``--jobs 2`` (every quick entry that needs no GPU, the data folder's
   included). Each table is compared as its registry entry says (``compare``: exact, within the
   committed CIs, or not at all); see metatune/reproduce/compare.py. Needs METATUNE_DATA_DIR and
   a committed paper/quick/; run it with ``pytest -m reproduce tests/test_reproduce_quick.py``.
@@ -39,7 +39,9 @@ def test_a_fresh_clone_regenerates_the_committed_quick_tables(tmp_path):
   # entry runs instead of being up to date.
   shutil.rmtree(clone / reg.PROFILES["quick"]["paper"], ignore_errors=True)
   env = dict(os.environ, METATUNE_DATA_DIR=os.path.abspath(data_dir), PYTHONPATH=str(clone))
-  done = subprocess.run([sys.executable, "-m", "metatune", "reproduce", "--profile", "quick"],
+  jobs = str(max(1, min(2, os.cpu_count() or 1)))
+  done = subprocess.run([sys.executable, "-m", "metatune", "reproduce", "--profile", "quick",
+                         "--jobs", jobs],
                         cwd=clone, env=env, capture_output=True, text=True, check=False)
   assert done.returncode == 0, f"metatune reproduce failed:\n{done.stdout}\n{done.stderr}"
   outcome = compare.compare_outputs(reg.load_registry(ROOT / "configs" / "reproduce.yaml"),
