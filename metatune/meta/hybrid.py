@@ -43,6 +43,7 @@ from metatune.meta.transfer import TransferData, smoothed_profile
 from metatune.networks import policy as pol
 from metatune.networks.tokens import space_info
 from metatune.space import Space, sampling
+from metatune.space import beliefs as bl
 from metatune.tuners.base import (History, Points, Tuner, history_add, history_init,
                                   nearest_available)
 from metatune.tuners.gp import log_expected_improvement, maximize
@@ -92,6 +93,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  full_refit_every: int = 25,
                  policy_horizon: int | None = None, num_rescue: int = 10,
                  rescue_below: float = 0.01, rescue_until: int = 20,
+                 beliefs: bl.Beliefs | None = None,
                  name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
@@ -123,6 +125,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       (num_rescue, rescue_below and rescue_until were chosen on meta-validation
       tasks: `configs/experiments/validation/`, results in
       `paper/evaluate/rescue_*`.)
+    beliefs: the user's beliefs (`metatune.space.beliefs`): the screening adds
+      ``strength / (1 + n) * log_density`` to its acquisition after ``n`` observations, so
+      they steer the first model-based trials and fade (πBO). None: no beliefs.
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
@@ -206,9 +211,15 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     def score(u, a):
       xq = sampling.featurize(space, u, a)
       mean, sd, best = mixture(state, state.history, xq, profile_z(u, a))
-      log_ei = log_expected_improvement(mean, sd, best)
+      log_ei = log_expected_improvement(mean, sd, best) + belief_term(state, u, a)
       return jnp.where(jnp.isnan(log_ei), -jnp.inf, log_ei)
     return score
+
+  def belief_term(state, u, a):
+    if beliefs is None:
+      return jnp.zeros(u.shape[:1], jnp.float32)
+    n = state.history.count.astype(jnp.float32)
+    return beliefs.strength / (1.0 + n) * bl.log_density(beliefs, space, u, a)
 
   def policy_samples(key, state, num):
     policy_mod = nnx.merge(graphdef, pparams)
@@ -341,7 +352,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     def model():
       xq = sampling.featurize(space, pool.values, pool.active)
       mean, sd, best = mixture(state, state.history, xq, profile_z(pool.values, pool.active))
-      score = log_expected_improvement(mean, sd, best)
+      score = (log_expected_improvement(mean, sd, best)
+               + belief_term(state, pool.values, pool.active))
       score = jnp.where(available & ~jnp.isnan(score), score, -jnp.inf)
       score = jnp.where(available & jnp.all(score == -jnp.inf), 0.0, score)
       return jax.lax.top_k(score, batch_size)[1]

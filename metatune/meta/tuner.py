@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax.struct
@@ -78,7 +79,8 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   portfolio as the initial design, then candidates (random, portfolio, the policy's
   samples, local moves) screened by a GP with the prior's profile as its mean, under
   the negative-transfer guard; its ``options`` (``guard``, ``num_initial``, ...) pass
-  through. The design, profile and portfolio are used only on the space they were
+  through; ``beliefs`` may be a space file whose ``beliefs`` section is read
+  (`metatune.space.beliefs`). The design, profile and portfolio are used only on the space they were
   made on; on another space the policy and the screening remain. ``mode="policy"``
   is the meta-trained policy alone (`policy_tuner`).
 
@@ -120,6 +122,9 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   if mode != "hybrid":
     raise ValueError(f"mode must be 'hybrid' or 'policy', got {mode!r}")
   from metatune.meta import hybrid, transfer  # pylint: disable=import-outside-toplevel
+  from metatune.space import beliefs  # pylint: disable=import-outside-toplevel
+  if isinstance(options.get("beliefs"), (str, os.PathLike)):   # a space file's beliefs
+    options["beliefs"] = beliefs.load(options["beliefs"], space)
   data = transfer.load(path, space) if card.get("space_signature") == space.signature else None
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,

@@ -28,7 +28,8 @@ from metatune.space.errors import SpaceError
 if TYPE_CHECKING:
   from metatune.space.space import Space
 
-TOP_KEYS = {"name", "description", "parameters", "constraints", "forbidden"}
+# beliefs: user beliefs for the tuners that read them (metatune.space.beliefs), not the space.
+TOP_KEYS = {"name", "description", "parameters", "constraints", "forbidden", "beliefs"}
 PARAM_KEYS = {"type", "low", "high", "log", "default", "choices", "values", "weights", "when",
               "description"}
 BLOCK_KEYS = {"when", "parameters", "description"}
