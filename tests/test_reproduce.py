@@ -190,6 +190,7 @@ def test_a_failing_entry_stops_the_run_and_names_its_log(tmp_path, monkeypatch, 
   assert "boom" in err
   report = (tmp_path / "paper/quick/REPRODUCE.md").read_text()
   assert "| bad | `python -c" in report and "FAILED: exit code 3" in report
+  assert re.search(r"This run: 1 entry in \d+ s of wall time .* with --jobs 1", report)
   assert re.search(r"\| a \| .* \| up to date \(stamp of .*\) \| \d+ \|", report)
 
 
@@ -246,6 +247,9 @@ def test_only_runs_an_entry_and_what_it_needs(tmp_path):
   assert runner.run(items, tmp_path) and runs(tmp_path) == ["a", "b"]
   text = runner.report(items, "quick", None, False)
   assert "| 3 | c | " in text and "not selected (--only)" in text
+  assert "wall time" not in text
+  text = runner.report(items, "quick", None, False, wall=(125.0, 2))
+  assert "This run: 2 entries in 125 s of wall time (2.1 min) with --jobs 2" in text
 
 
 # ------------------------------------------------------------------ the real registry

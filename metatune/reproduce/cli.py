@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import time
 
 from metatune.clitools import UsageError, positive_int
 
@@ -84,11 +85,13 @@ def cmd_reproduce(args) -> int:
   print(f"metatune reproduce --profile {args.profile}: {runner.summary(items)} "
         "(--list says why)", flush=True)
   ok = False
+  start = time.perf_counter()
   try:
     ok = runner.run(items, root, data_dir, out=sys.stderr, live=sys.stderr.isatty(),
                     jobs=args.jobs)
   finally:
-    written = runner.write_report(items, args.profile, root, data_dir, gpu)
+    written = runner.write_report(items, args.profile, root, data_dir, gpu,
+                                  wall=(time.perf_counter() - start, args.jobs))
   if not ok:
     # With --jobs, entries that were running when one failed may have failed too.
     for failed in (i for i in items if i.status == "failed"):

@@ -558,9 +558,19 @@ def _cell(text: str) -> str:
   return text.replace("|", "\\|").replace("\n", " ")
 
 
-def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | None) -> str:
-  """REPRODUCE.md: every entry, its command, status, seconds, when and where it ran."""
+def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | None,
+           wall: tuple[float, int] | None = None) -> str:
+  """REPRODUCE.md: every entry, its command, status, seconds, when and where it ran.
+
+  ``wall`` is this run's whole wall time in seconds and its ``--jobs``, said in the header (the
+  entries' seconds are each their own and overlap when more than one ran at once).
+  """
   now = machine()
+  wall_text = ""
+  if wall is not None:
+    ran = sum(i.status in ("ran", "failed") for i in items)
+    wall_text = (f" This run: {ran} {'entry' if ran == 1 else 'entries'} in {wall[0]:.0f} s of wall time ({wall[0] / 60:.1f} "
+                 f"min) with --jobs {wall[1]}, from its start to this report.")
   gpu_text = {True: "yes", False: "no", None: "not checked"}[gpu]
   paper = PROFILES[profile]["paper"]
   lines = [
@@ -569,7 +579,7 @@ def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | No
       f"{datetime.datetime.now().isoformat(timespec='seconds')} ({now['platform']}, "
       f"{now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average {now['load_average']} "
       f"when written); data folder: {'given' if data_dir else 'none'}; GPU: {gpu_text}. "
-      f"{summary(items)}.", "",
+      f"{summary(items)}.{wall_text}", "",
       f"Each entry's output is in `{paper}/logs/NAME.log`. An entry is up to date when its stamp "
       f"(`{paper}/logs/NAME.stamp.json`) matches its command, its input files and the entries it "
       "needs; seconds, time and machine of such an entry are those of the run that stamped it. "
@@ -588,11 +598,12 @@ def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | No
 
 
 def write_report(items: list[Item], profile: str, root: str | os.PathLike,
-                 data_dir: str | None = None, gpu: bool | None = None) -> pathlib.Path:
-  """Writes ``{paper}/REPRODUCE.md`` (`report`); returns its path."""
+                 data_dir: str | None = None, gpu: bool | None = None,
+                 wall: tuple[float, int] | None = None) -> pathlib.Path:
+  """Writes ``{paper}/REPRODUCE.md`` (`report`, with ``wall``); returns its path."""
   path = pathlib.Path(root) / PROFILES[profile]["paper"] / "REPRODUCE.md"
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".tmp")
-  tmp.write_text(report(items, profile, data_dir, gpu), encoding="utf-8")
+  tmp.write_text(report(items, profile, data_dir, gpu, wall), encoding="utf-8")
   os.replace(tmp, path)
   return path
