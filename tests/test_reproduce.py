@@ -165,6 +165,17 @@ def test_an_input_file_is_part_of_the_stamp(tmp_path):
   assert status(plan(tmp_path)) == {"a": "run"}
 
 
+def test_an_experiments_family_and_beliefs_files_are_its_inputs(tmp_path):
+  exp = tmp_path / "configs" / "experiments" / "e.yaml"
+  exp.parent.mkdir(parents=True)
+  exp.write_text("family: ../f.yaml\ntuners:\n  gp_bo: {}\n"
+                 "  prior: {options: {path: p, beliefs: ../b.yaml}}\n")
+  assert runner._files_of(exp) == [(tmp_path / "configs" / "f.yaml").resolve(),
+                                   (tmp_path / "configs" / "b.yaml").resolve()]
+  exp.write_text("family: [unclosed\n")
+  assert runner._files_of(exp) == []
+
+
 def test_a_failing_entry_stops_the_run_and_names_its_log(tmp_path, monkeypatch, capsys):
   fail = ("  - name: bad\n    kind: argv\n"
           "    argv: [python, -c, \"import sys; print('boom'); sys.exit(3)\"]\n")

@@ -241,8 +241,8 @@ def _tuners(node, folder: pathlib.Path) -> list[TunerSpec]:
     options = settings["options"].plain() if "options" in settings else {}
     if not isinstance(options, dict):
       raise settings["options"].error(f"tuner {label!r}: options must be a mapping")
-    for k in ("path",):
-      if k in options:
+    for k in ("path", "beliefs"):  # files: relative to this config
+      if isinstance(options.get(k), str):
         options[k] = _resolve(folder, options[k])
     batch = _positive(settings["batch_size"], "batch_size") if "batch_size" in settings else 1
     transfer = kind in TRANSFER

@@ -212,8 +212,8 @@ class Harness:
     return self.out / "cells" / _safe(spec.label) / f"{_safe(task_id)}.npz"
 
   def _spec_hash(self, spec: TunerSpec) -> str:
-    """The tuner's settings and, for a prior, what its folder holds (a retrained prior's
-    cells are not reused)."""
+    """The tuner's settings and, for a prior, what its folder and its beliefs file hold (the
+    cells of a retrained prior or of edited beliefs are not reused)."""
     if spec.label not in self._spec_hashes:
       doc = spec.fingerprint()
       if spec.kind == "prior" and spec.options.get("path"):
@@ -221,6 +221,10 @@ class Harness:
         doc = {**doc, "contents": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
                                    for name in ("card.json", "transfer.npz")
                                    if (folder / name).is_file()}}
+        beliefs = spec.options.get("beliefs")
+        if isinstance(beliefs, str) and os.path.isfile(beliefs):
+          doc["contents"]["beliefs"] = hashlib.sha256(
+              pathlib.Path(beliefs).read_bytes()).hexdigest()
       self._spec_hashes[spec.label] = _hash(doc)
     return self._spec_hashes[spec.label]
 

@@ -94,26 +94,31 @@ def machine() -> dict[str, Any]:
           "load_average": round(load, 2)}
 
 
-def _family_of(config: pathlib.Path) -> pathlib.Path | None:
-  """The family config an experiment config names (None when it cannot be read)."""
+def _files_of(config: pathlib.Path) -> list[pathlib.Path]:
+  """The files an experiment config names: its family and its tuners' beliefs files (none
+  when it cannot be read)."""
   try:
     fields = dict(yamlio.load(yamlio.read_text(str(config), "experiment config"),
                               str(config)).items())
-    return (config.parent / str(fields["family"].scalar())).resolve()
+    out = [(config.parent / str(fields["family"].scalar())).resolve()]
+    tuners = fields["tuners"].plain() if "tuners" in fields else {}
   except (SpaceError, KeyError, TypeError):
-    return None
+    return []
+  for spec in (tuners or {}).values():
+    beliefs = ((spec or {}).get("options") or {}).get("beliefs") if isinstance(spec, dict) else None
+    if isinstance(beliefs, str):
+      out.append((config.parent / beliefs).resolve())
+  return out
 
 
 def _inputs(step: Step, root: pathlib.Path, produced: set[str]) -> dict[str, str]:
-  """The files a step reads that no entry writes: its config and family, its script, and the
-  arguments that name files."""
+  """The files a step reads that no entry writes: its config, family and beliefs files, its
+  script, and the arguments that name files."""
   e = step.entry
   found: list[pathlib.Path] = []
   if e.config:
     found.append(root / e.config)
-    family = _family_of(root / e.config)
-    if family is not None:
-      found.append(family)
+    found += _files_of(root / e.config)
   found += [root / w for w in step.argv[1:] if not os.path.isabs(w) and w not in produced]
   out = {}
   for path in found:

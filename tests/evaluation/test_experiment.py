@@ -90,3 +90,13 @@ def test_the_command_line_refuses_a_bad_setting_before_running(config, tmp_path,
   args = cli.build_parser().parse_args(["evaluate", str(config), "--out", "o", "--set",
                                         "seeds=2", "--set", "budget=3"])
   assert args.overrides == ["seeds=2", "budget=3"]
+
+
+def test_a_beliefs_file_is_relative_to_the_config(tmp_path):
+  (tmp_path / "family.yaml").write_text("name: f\n")
+  path = tmp_path / "sub" / "exp.yaml"
+  path.parent.mkdir()
+  path.write_text(CONFIG.replace("family: family.yaml", "family: ../family.yaml").replace(
+      "{options: {path: priors/a}}", "{options: {path: priors/a, beliefs: ../beliefs.yaml}}"))
+  by = {t.label: t for t in load_experiment(path).tuners}
+  assert by["prior"].options["beliefs"] == str((tmp_path / "beliefs.yaml").resolve())

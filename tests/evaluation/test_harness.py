@@ -134,3 +134,16 @@ def test_table_family_reads_labels_splits_and_many_rows(pooled):
   pool = fam.pool("task0")
   configs = space.decode_batch(np.asarray(pool.values), np.asarray(pool.active))
   assert any(c["opt"] == "none" for c in configs)
+
+
+def test_a_priors_cells_are_keyed_by_its_beliefs_file(pooled, tmp_path):
+  # Edited beliefs are another tuner: their cells are not reused (as for a retrained prior).
+  beliefs = tmp_path / "beliefs.yaml"
+  beliefs.write_text("beliefs:\n  x: {prefer: [0.1, 0.2]}\n")
+  path = experiment(tmp_path, pooled["family"],
+                    f"  prior: {{options: {{path: {tmp_path}, beliefs: {beliefs}}}}}\n")
+  exp = load_experiment(path)
+  first = Harness(exp, tmp_path / "out", progress=False)._spec_hash(exp.tuners[0])
+  beliefs.write_text("beliefs:\n  x: {prefer: [0.3, 0.4]}\n")
+  second = Harness(exp, tmp_path / "out", progress=False)._spec_hash(exp.tuners[0])
+  assert first != second
