@@ -48,6 +48,15 @@ def summarize(result: dict) -> dict:
                   for c in cps}
           for other, o in runs.items() if other != label and (o["kind"] != "prior" or label == ref)}
     rows[label] = row
+  noise_floor = None
+  if base in runs and any("worse_than_no_transfer" in r for r in rows.values()):
+    # The no-transfer tuner against itself on another seed of the same task (seed s against
+    # seed s + 1, cyclically): the share of runs that end "worse" from seed noise alone, the
+    # floor under any transfer row's worse@ share.
+    b = np.asarray(runs[base]["regret"])
+    if b.shape[1] > 1:
+      tol = result.get("worse_tolerance", 0.0)
+      noise_floor = {c: stats.worse_rate(b, np.roll(b, 1, axis=1), c, tol) for c in cps}
   ranks = {c: stats.mean_ranks({k: v["regret"] for k, v in runs.items()}, c) for c in cps} \
       if runs else {}
   exact = None
@@ -57,7 +66,7 @@ def summarize(result: dict) -> dict:
                  float(e[:, c - 1].std(ddof=1) / np.sqrt(e.shape[0])) if e.shape[0] > 1 else 0.0)
              for c in cps}
   return {"rows": rows, "ranks": ranks, "exact_random": exact, "reference": ref,
-          "reference_final": ref_final}
+          "reference_final": ref_final, "noise_floor": noise_floor}
 
 
 def table_markdown(result: dict, summary: dict) -> str:
@@ -85,13 +94,20 @@ def table_markdown(result: dict, summary: dict) -> str:
     out += (f"\nNegative transfer against `{base}`: share of runs (task x seed) whose regret is "
             f"higher than `{base}`'s on the same task and seed"
             + (f" by more than {tol:g}" if tol else "") + f"; paired difference (transfer - "
-            f"{base}) with its 95% CI.\n\n")
+            f"{base}) with its 95% CI."
+            + (f" The row `{base} (another seed)` is the noise floor: the share of runs where "
+               f"`{base}` on one seed ends worse, by the same rule, than `{base}` on the next "
+               "seed of the same task." if summary.get("noise_floor") else "") + "\n\n")
     out += "| tuner | " + " | ".join(f"worse@{c}" for c in cps) + " | " + " | ".join(
         f"diff@{c}" for c in cps) + " |\n|---|" + "---:|" * (2 * len(cps)) + "\n"
     for label, row in transfer.items():
       out += (f"| {label} | " + " | ".join(f"{row['worse_than_no_transfer'][c]:.0%}" for c in cps)
               + " | " + " | ".join(stats.fmt_ci(*row["paired_vs_no_transfer"][c]) for c in cps)
               + " |\n")
+    if summary.get("noise_floor"):
+      out += (f"| {base} (another seed) | "
+              + " | ".join(f"{summary['noise_floor'][c]:.0%}" for c in cps)
+              + " |" + " - |" * len(cps) + "\n")
   paired = {k: v for k, v in summary["rows"].items() if v.get("paired_vs_each")}
   for label, row in paired.items():
     out += (f"\nPaired difference `{label}` - other tuner (same task and seed), mean [95% CI]; "

@@ -34,3 +34,22 @@ def test_a_prior_is_read_against_every_other_tuner():
   assert "paired_vs_each" not in report.summarize(worse)["rows"]["gp_bo"]
   worse["reference"] = "gp_bo"                      # the reference is read the same way
   assert set(report.summarize(worse)["rows"]["gp_bo"]["paired_vs_each"]) == {"prior"}
+
+
+def test_the_negative_transfer_table_shows_the_no_transfer_tuners_seed_noise():
+  result = _result(prior_shift=0.0)
+  summary = report.summarize(result)
+  base = result["runs"]["gp_bo"]["regret"]
+  # Seed s against seed s + 1 (cyclically) of the same task, by the table's rule.
+  expected = np.mean(base[:, :, 4] > np.roll(base, 1, axis=1)[:, :, 4] + 1e-12)
+  assert 0 < expected < 1
+  assert summary["noise_floor"][5] == expected
+  text = report.table_markdown(result, summary)
+  assert f"| gp_bo (another seed) | {summary['noise_floor'][1]:.0%} |" in text
+  # A prior equal to the no-transfer tuner is never worse; the floor is what seeds alone give.
+  assert summary["rows"]["prior"]["worse_than_no_transfer"][5] == 0.0
+  one_seed = _result(prior_shift=0.0)
+  for r in one_seed["runs"].values():
+    r["regret"] = r["regret"][:, :1]
+  assert report.summarize(one_seed)["noise_floor"] is None
+  assert "(another seed)" not in report.table_markdown(one_seed, report.summarize(one_seed))
