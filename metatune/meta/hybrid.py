@@ -26,8 +26,14 @@ A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
    portfolio's and the policy's candidates are replaced by random ones in the
    screening. A weight that drifts low late in a study (the scratch model has
    caught up with the prior's) changes nothing.
+5. **User beliefs** (optional, πBO-style): the screening's acquisition adds the beliefs' log
+   density, faded as ``strength / (1 + n)`` and, per parameter, weighted by the study's
+   evidence for that belief (`metatune.space.beliefs.evidence`); every third screened proposal
+   ignores them, so that a belief the design and the screening agree with still meets
+   configurations that miss it.
 
-The state records the guard's weight, and ``tell`` returns it with the reason.
+The state records the guard's weight, and ``tell`` returns it with the reason (and, with
+beliefs, their mean weight).
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class HybridState:
     used: bool[K] portfolio entries already proposed.
     asked: i32[] proposals made (parallel asks before any tell take successive entries).
     rescued: i32[] rescue proposals made (see the module docstring).
+    belief_weight: f32[D] how much each parameter's belief still counts, from the study's
+      evidence for it (1 without beliefs; see ``belief_confidence``).
   """
   history: History
   params: GPParams
@@ -76,6 +84,7 @@ class HybridState:
   used: jax.Array
   asked: jax.Array
   rescued: jax.Array
+  belief_weight: jax.Array
 
 
 def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -93,7 +102,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  full_refit_every: int = 25,
                  policy_horizon: int | None = None, num_rescue: int = 10,
                  rescue_below: float = 0.01, rescue_until: int = 20,
-                 beliefs: bl.Beliefs | None = None,
+                 beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
+                 belief_free_every: int = 3,
                  name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
@@ -128,6 +138,18 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     beliefs: the user's beliefs (`metatune.space.beliefs`): the screening adds
       ``strength / (1 + n) * log_density`` to its acquisition after ``n`` observations, so
       they steer the first model-based trials and fade (πBO). None: no beliefs.
+    belief_confidence: the beliefs' head start against the study's evidence: the term above
+      counts each parameter's miss with weight ``Phi(evidence + belief_confidence)``,
+      ``evidence`` being that belief's z-score on the study (`metatune.space.beliefs.evidence`:
+      are the study's best configurations the ones that meet it?). A belief the study
+      contradicts stops steering; a right one keeps its weight. ``tell`` reports the mean
+      weight over the parameters with a belief (``belief_weight``). None: no check (πBO's
+      fade only, the ablation).
+    belief_free_every: with the check on, every this many screened proposals ignores the
+      beliefs (0: none), so that a belief the prior's design and the screening agree with
+      still meets configurations that miss it: without them there is no evidence either way.
+      (belief_confidence and belief_free_every were chosen on meta-validation tasks:
+      `configs/experiments/validation/beliefs_check.yaml`.)
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
@@ -162,7 +184,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     return HybridState(history_init(space, cap), prior.init(), jnp.zeros((), bool), ps, z, z,
                        jnp.asarray(1.0 if not guard else 0.5),
                        jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32),
-                       jnp.zeros((), jnp.int32))
+                       jnp.zeros((), jnp.int32), belief_weight(None))
 
   def data(history):
     x = sampling.featurize(space, history.values, history.active)
@@ -207,19 +229,35 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     best = jnp.where(jnp.isfinite(best), best, 0.0)
     return mean, jnp.sqrt(var), best
 
-  def score_fn(state):
+  def score_fn(state, pos):
     def score(u, a):
       xq = sampling.featurize(space, u, a)
       mean, sd, best = mixture(state, state.history, xq, profile_z(u, a))
-      log_ei = log_expected_improvement(mean, sd, best) + belief_term(state, u, a)
+      log_ei = log_expected_improvement(mean, sd, best) + belief_term(state, u, a, pos)
       return jnp.where(jnp.isnan(log_ei), -jnp.inf, log_ei)
     return score
 
-  def belief_term(state, u, a):
+  def belief_term(state, u, a, pos):
+    """The beliefs' log density, weighted and faded; 0 on a belief-free proposal ``pos``."""
     if beliefs is None:
       return jnp.zeros(u.shape[:1], jnp.float32)
     n = state.history.count.astype(jnp.float32)
-    return beliefs.strength / (1.0 + n) * bl.log_density(beliefs, space, u, a)
+    term = beliefs.strength / (1.0 + n) * bl.log_density(beliefs, space, u, a,
+                                                         state.belief_weight)
+    if belief_confidence is None or not belief_free_every:
+      return term
+    free = (pos - num_initial) % belief_free_every == belief_free_every - 1
+    return jnp.where(free, 0.0, term)
+
+  def belief_weight(history):
+    """f32[D]: ``Phi(evidence + belief_confidence)`` per parameter on the study (1 without
+    beliefs or check)."""
+    if beliefs is None or belief_confidence is None:
+      return jnp.ones((space.num_params,), jnp.float32)
+    z = jnp.zeros((space.num_params,), jnp.float32) if history is None else bl.evidence(
+        beliefs, space, history.values, history.active, history.objective, history.failed,
+        history.valid)
+    return jax.scipy.stats.norm.cdf(z + belief_confidence)
 
   def policy_samples(key, state, num):
     policy_mod = nnx.merge(graphdef, pparams)
@@ -257,12 +295,13 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     has_best = jnp.isfinite(h.best_objective)[None]
     keys = jax.random.split(search_key, batch_size)
 
-    def one(k):  # batches: independent searches (no fantasies); candidates differ per key
-      uu, aa, _ = maximize(k, space, score_fn(state), cu, ca, h.best_values[None],
+    def one(k, pos):  # batches: independent searches (no fantasies); candidates differ per key
+      uu, aa, _ = maximize(k, space, score_fn(state, pos), cu, ca, h.best_values[None],
                            h.best_active[None], has_best)
       return uu, aa
-    uu, aa = jax.vmap(one)(keys) if batch_size > 1 else jax.tree.map(
-        lambda x: x[None], one(keys[0]))
+    pos = state.asked + jnp.arange(batch_size)
+    uu, aa = jax.vmap(one)(keys, pos) if batch_size > 1 else jax.tree.map(
+        lambda x: x[None], one(keys[0], pos[0]))
     return Points(uu, aa)
 
   def rejected_now(state):
@@ -335,11 +374,17 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
 
       ps, _ = jax.lax.scan(fold, ps, (points.values, points.active, evaluation.objective,
                                       evaluation.failed))
-    state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps)
+    state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps,
+                          belief_weight=belief_weight(history))
     reason = jnp.where(before < num_initial, 0,
                        jnp.where(not has_transfer, 4, jnp.where(
                            not guard, 3, jnp.where(state.weight >= 0.5, 1, 2))))
-    return state, {**metrics, "guard_weight": state.weight, "guard_reason": reason}
+    metrics = {**metrics, "guard_weight": state.weight, "guard_reason": reason}
+    if beliefs is not None:
+      held = jnp.asarray([n in beliefs.names for n in space.names])
+      metrics["belief_weight"] = (jnp.sum(jnp.where(held, state.belief_weight, 0.0))
+                                  / max(len(beliefs.names), 1))
+    return state, metrics
 
   def ask_pool(key, state, pool, available):
     """Pools: the portfolio's nearest records first, then the best available record."""
@@ -353,7 +398,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       xq = sampling.featurize(space, pool.values, pool.active)
       mean, sd, best = mixture(state, state.history, xq, profile_z(pool.values, pool.active))
       score = (log_expected_improvement(mean, sd, best)
-               + belief_term(state, pool.values, pool.active))
+               + belief_term(state, pool.values, pool.active, state.asked))
       score = jnp.where(available & ~jnp.isnan(score), score, -jnp.inf)
       score = jnp.where(available & jnp.all(score == -jnp.inf), 0.0, score)
       return jax.lax.top_k(score, batch_size)[1]

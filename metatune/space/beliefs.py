@@ -13,7 +13,9 @@ space (nor its signature), only how a tuner that reads it weighs candidates::
 ``log(EPSILON)`` for each one that does not (a preferred region missed, an avoided one hit). The
 hybrid prior adds ``strength / (1 + n) * log_density`` to its acquisition after ``n``
 observations (as πBO multiplies the acquisition by ``density ** (strength / n)``), so a belief
-steers the first trials and fades as evidence arrives; a wrong belief costs only trials.
+steers the first trials and fades as trials accumulate. `evidence` checks the beliefs against
+the study itself (do configurations that miss them do worse?); the hybrid prior scales the
+term by ``Phi(evidence + confidence)``, so beliefs the study contradicts stop steering early.
 """
 
 from __future__ import annotations
@@ -137,8 +139,9 @@ def load(path: str | os.PathLike, space: Space) -> Beliefs:
   return parse(fields["beliefs"], space) if "beliefs" in fields else none(space)
 
 
-def log_density(beliefs: Beliefs, space: Space, u: jax.Array, a: jax.Array) -> jax.Array:
-  """f32[N]: ``log(EPSILON)`` times the number of active parameters that miss their belief."""
+def missed(beliefs: Beliefs, space: Space, u: jax.Array, a: jax.Array) -> jax.Array:
+  """bool[N, D]: the active parameters that miss their belief (a preferred region missed, an
+  avoided one hit); False where a parameter has no belief."""
   numeric = jnp.asarray([p.kind in ("float", "int") for p in space.params])
   pref, avoid = jnp.asarray(beliefs.num_pref), jnp.asarray(beliefs.num_avoid)
   miss_pref = (u < pref[:, 0]) | (u > pref[:, 1])
@@ -146,5 +149,61 @@ def log_density(beliefs: Beliefs, space: Space, u: jax.Array, a: jax.Array) -> j
   idx = jnp.clip(space.choice_index(u), 0, beliefs.choice_ok.shape[1] - 1)
   ok = jnp.take_along_axis(jnp.asarray(beliefs.choice_ok)[None].repeat(u.shape[0], 0),
                            idx[..., None], axis=-1)[..., 0]
-  miss = jnp.where(numeric, miss_pref | hit_avoid, ~ok) & a
+  return jnp.where(numeric, miss_pref | hit_avoid, ~ok) & a
+
+
+def log_density(beliefs: Beliefs, space: Space, u: jax.Array, a: jax.Array,
+                weights: jax.Array | None = None) -> jax.Array:
+  """f32[N]: ``log(EPSILON)`` times the number of active parameters that miss their belief
+  (each counted with its weight, f32[D], when ``weights`` is given)."""
+  miss = missed(beliefs, space, u, a).astype(jnp.float32)
+  if weights is not None:
+    miss = miss * weights
   return jnp.sum(miss, axis=-1) * math.log(EPSILON)
+
+
+def _midranks(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Ranks among the masked entries, ties sharing their mean rank (0 outside the mask)."""
+  pair = mask[:, None] & mask[None, :]
+  less = jnp.sum(pair & (x[None, :] < x[:, None]), axis=1)
+  tied = jnp.sum(pair & (x[None, :] == x[:, None]), axis=1)
+  return jnp.where(mask, less + 0.5 * (tied - 1), 0.0)
+
+
+TOP = 0.25             # `evidence`: the share of the study that counts as its best configurations
+
+
+def _top_odds_z(miss: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+  """z-score of the log odds ratio that a configuration meeting the belief (``~miss``) is
+  among the ``TOP`` best of ``mask`` (0 with fewer than 4 entries or nobody on one side)."""
+  n = jnp.sum(mask)
+  k = jnp.maximum(jnp.round(TOP * n), 1.0)
+  top = mask & (_midranks(y, mask) < k - 0.25)       # ties at the boundary are not top
+  meet = mask & ~miss
+  out = mask & miss
+  a, b = jnp.sum(meet & top), jnp.sum(meet & ~top)
+  c, d = jnp.sum(out & top), jnp.sum(out & ~top)
+  a, b, c, d = (x.astype(jnp.float32) + 0.5 for x in (a, b, c, d))
+  z = jnp.log(a * d / (b * c)) / jnp.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
+  return jnp.where((n >= 4) & jnp.any(meet) & jnp.any(out), z, 0.0)
+
+
+def evidence(beliefs: Beliefs, space: Space, u: jax.Array, a: jax.Array, objective: jax.Array,
+             failed: jax.Array, counted: jax.Array) -> jax.Array:
+  """f32[D]: what a study says of each parameter's belief, as a z-score (positive: it holds).
+
+  A belief claims that the best configurations meet it. Its check is the log odds ratio that
+  a configuration meeting it is among the study's best ``TOP`` share (minimized objective; a
+  failed trial is never among them, so avoiding a diverging region earns credit), over the
+  ``counted`` observations where the parameter is active, divided by its standard error (0.5
+  added to each cell). It is 0 with fewer than 4 such observations or when every one of them
+  meets the belief, or none does (a parameter without a belief): no evidence either way.
+
+  Args:
+    u, a: f32[N, D], bool[N, D] the observed configurations.
+    objective: f32[N] their objectives (anything where ``failed``).
+    failed: bool[N] failed trials; counted: bool[N] the observations to use.
+  """
+  miss = missed(beliefs, space, u, a)
+  y = jnp.where(failed | ~jnp.isfinite(objective), jnp.inf, objective)  # failures tie, worst
+  return jax.vmap(lambda m, act: _top_odds_z(m, y, counted & act), in_axes=(1, 1))(miss, a)

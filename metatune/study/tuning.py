@@ -149,7 +149,8 @@ class TunerDriver:
     Returns:
       What the tuner reports about itself after this result, for the trial's record:
       a prior's negative-transfer guard gives ``{"tuner.guard_weight": float,
-      "tuner.guard_reason": str}``; other tuners give ``{}``.
+      "tuner.guard_reason": str}`` and, with user beliefs, ``"tuner.belief_weight": float``;
+      other tuners give ``{}``.
     """
     failed = value is None or not np.isfinite(value)
     v = np.float32(np.nan if value is None else value)
@@ -165,6 +166,8 @@ def tuner_report(metrics: Mapping[str, Any]) -> dict[str, Any]:
   out: dict[str, Any] = {}
   if "guard_weight" in metrics:
     out["tuner.guard_weight"] = float(np.asarray(metrics["guard_weight"]))
+  if "belief_weight" in metrics:
+    out["tuner.belief_weight"] = float(np.asarray(metrics["belief_weight"]))
   if "guard_reason" in metrics:
     from metatune.meta.hybrid import REASONS  # pylint: disable=import-outside-toplevel
     code = int(np.asarray(metrics["guard_reason"]))

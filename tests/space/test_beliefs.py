@@ -83,3 +83,70 @@ def test_the_hybrid_screening_follows_a_belief(tmp_path):
     inside[label] = np.mean(hits[2:])
   # A tenth of the lr range is preferred: the screening follows the belief, random does not.
   assert inside["with"] >= 0.8 and inside["without"] <= 0.5, inside
+
+
+def _encode(space, configs):
+  enc = [space.encode(c) for c in configs]
+  return (jnp.asarray(np.stack([e[0] for e in enc])), jnp.asarray(np.stack([e[1] for e in enc])))
+
+
+def test_the_evidence_for_a_belief_has_the_sign_of_the_study(tmp_path):
+  path, space = _space(tmp_path, "beliefs:\n  lr: {prefer: [1.0e-4, 1.0e-2]}\n"
+                       "  momentum: {avoid: [0.9, 0.99]}\n")
+  b = beliefs.load(path, space)
+  lrs = [1e-3, 2e-3, 5e-3, 1e-5, 3e-5, 0.5, 0.9, 4e-3]       # in, in, in, out, out, out, out, in
+  u, a = _encode(space, [{"optimizer": "adam", "lr": v, "layers": 2} for v in lrs])
+  missed = np.asarray([not 1e-4 <= v <= 1e-2 for v in lrs])
+  # The best quarter (2 of 8) meets the belief (right) or misses it (wrong).
+  everyone = jnp.ones(len(lrs), bool)
+  none_failed = jnp.zeros(len(lrs), bool)
+  lr, momentum = space.index["lr"], space.index["momentum"]
+
+  def z(objective, failed=none_failed, counted=everyone):
+    return np.asarray(beliefs.evidence(b, space, u, a, jnp.asarray(objective, jnp.float32),
+                                       failed, counted))
+
+  right = np.where(missed, 2.0, 1.0) + 0.01 * np.arange(8)    # missing the belief is worse
+  wrong = np.where(missed, 1.0, 2.0) + 0.01 * np.arange(8)    # missing it is better
+  assert z(right)[lr] > 1 and z(wrong)[lr] < -1
+  assert z(right)[lr] == pytest.approx(-z(wrong)[lr], rel=1e-5)
+  # momentum is never active here, optimizer and layers carry no belief: no evidence.
+  assert z(right)[momentum] == 0 and z(right)[space.index["layers"]] == 0
+  # Fewer than 4 observations: no evidence.
+  assert z(right, counted=jnp.arange(8) < 3)[lr] == 0
+  # Failures are never among the best: failing where the belief is missed supports it.
+  flat = np.ones(8)
+  assert z(flat)[lr] == 0
+  assert z(flat, failed=jnp.asarray(missed))[lr] > 1.5
+  # Every configuration meets the belief: no spread, no evidence.
+  u_in, a_in = _encode(space, [{"optimizer": "adam", "lr": 1e-3 * (1 + i), "layers": 2}
+                               for i in range(8)])
+  assert np.asarray(beliefs.evidence(b, space, u_in, a_in, jnp.arange(8.0), none_failed,
+                                     everyone))[lr] == 0
+
+
+def test_the_hybrid_drops_a_belief_the_study_contradicts(tmp_path):
+  from metatune.meta.hybrid import hybrid_tuner  # pylint: disable=import-outside-toplevel
+  from metatune.study.tuning import tuner_report  # pylint: disable=import-outside-toplevel
+  from metatune.tuners.base import Evaluation  # pylint: disable=import-outside-toplevel
+  path, space = _space(tmp_path, "beliefs:\n  lr: {prefer: [1.0e-5, 1.0e-3]}\n")
+  b = beliefs.load(path, space)
+  lr = space.index["lr"]
+  weights = {}
+  for sign in (1.0, -1.0):   # +1: low lr is worse (the belief is wrong); -1: it is right
+    tuner = hybrid_tuner(space, None, None, budget=24, num_initial=2, num_candidates=32,
+                         fit_steps=3, refit_steps=1, beliefs=b)
+    state = tuner.init(jax.random.key(0))
+    ask, tell = jax.jit(tuner.ask), jax.jit(tuner.tell)
+    for t in range(24):
+      points, state = ask(jax.random.key(t), state)
+      ev = Evaluation(-sign * points.values[:, lr], jnp.zeros((1,), bool))
+      state, metrics = tell(jax.random.key(100 + t), state, points, ev)
+    weights[sign] = tuner_report(metrics)["tuner.belief_weight"]
+    assert float(state.belief_weight[lr]) == pytest.approx(weights[sign], rel=1e-6)
+  # Starts at Phi(0) = 0.5; the study moves it down for the wrong belief, up for the right one.
+  assert weights[1.0] < 0.4 < 0.6 < weights[-1.0], weights
+  # Without the check the weight stays 1 (πBO's fade only).
+  tuner = hybrid_tuner(space, None, None, budget=4, num_initial=2, num_candidates=8,
+                       fit_steps=1, refit_steps=1, beliefs=b, belief_confidence=None)
+  assert np.all(np.asarray(tuner.init(jax.random.key(0)).belief_weight) == 1)
