@@ -45,7 +45,7 @@ TRANSFER = ("portfolio", "prior")
 
 TOP_KEYS = {"name", "description", "family", "tasks", "max_tasks", "budget", "seeds", "seed",
             "checkpoints", "reference", "no_transfer", "reference_samples", "reference_refine",
-            "tuners", "worse_tolerance"}
+            "tuners", "worse_tolerance", "pairs"}
 TUNER_KEYS = {"tuner", "options", "batch_size", "transfer", "build"}
 BUILD_KEYS = {"dataset", "split", "size"}
 DEFAULT_CHECKPOINTS = (1, 5, 10, 25, 50, 100)
@@ -96,6 +96,7 @@ class Experiment:
   description: str = ""
   worse_tolerance: float = 0.0
   overrides: tuple[str, ...] = ()
+  pairs: tuple[tuple[str, str], ...] = ()
 
   def replace(self, **changes) -> "Experiment":
     return dataclasses.replace(self, **changes)
@@ -209,13 +210,35 @@ def load_experiment(path: str | os.PathLike, overrides: Sequence[str] = ()) -> E
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
       raise fields["worse_tolerance"].error(f"worse_tolerance must be a non-negative number, "
                                             f"got {tolerance!r}")
+  pairs = _pairs(fields["pairs"], labels) if "pairs" in fields else ()
   name = str(fields["name"].scalar()) if "name" in fields else pathlib.Path(path).stem
   description = str(fields["description"].scalar()) if "description" in fields else ""
   return Experiment(name, family_path, tasks, max_tasks, ints.get("budget", 100),
                     ints.get("seeds", 10), seed, checkpoints, refs.get("reference"),
                     refs.get("no_transfer"), ints.get("reference_samples", 4096),
                     ints.get("reference_refine", 20), tuple(tuners), path, description,
-                    float(tolerance), tuple(overrides))
+                    float(tolerance), tuple(overrides), pairs)
+
+
+def _pairs(node, labels: list[str]) -> tuple[tuple[str, str], ...]:
+  """``pairs: [[A, B], ...]``: paired comparisons ``A - B`` the table reports besides the
+  reference's and each prior's (between two priors, say)."""
+  if node.kind != "list":
+    raise node.error("pairs must be a list of [tuner, tuner] pairs, e.g. [[prior, gp_bo]]")
+  out = []
+  for item in node.list():
+    two = item.list() if item.kind == "list" else []
+    if len(two) != 2:
+      raise item.error("each of pairs must be [tuner, tuner]")
+    a, b = (str(x.scalar()) for x in two)
+    for x, name in zip(two, (a, b)):
+      if name not in labels:
+        raise x.error(f"pairs: {name!r} is not one of this experiment's tuners "
+                      f"({', '.join(labels)}){did_you_mean(name, labels)}")
+    if a == b:
+      raise item.error(f"pairs: {a!r} is compared with itself")
+    out.append((a, b))
+  return tuple(out)
 
 
 def _tuners(node, folder: pathlib.Path) -> list[TunerSpec]:

@@ -371,6 +371,7 @@ class Harness:
         "checkpoints": [c for c in self.exp.checkpoints if c <= self.exp.budget],
         "reference": self.exp.reference, "no_transfer": self.exp.no_transfer,
         "worse_tolerance": self.exp.worse_tolerance,
+        "pairs": [list(p) for p in self.exp.pairs],
         "references": refs, "runs": runs, "exact_random": self.exact_random(refs),
         "compiles": self.compiles, "compile_seconds": self.compile_seconds,
         "unavailable": self.unavailable,

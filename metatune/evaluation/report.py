@@ -65,8 +65,11 @@ def summarize(result: dict) -> dict:
     exact = {c: (float(e[:, c - 1].mean()),
                  float(e[:, c - 1].std(ddof=1) / np.sqrt(e.shape[0])) if e.shape[0] > 1 else 0.0)
              for c in cps}
+  pairs = [(a, b, {c: stats.paired_difference(runs[a]["regret"][:, :, c - 1],
+                                                runs[b]["regret"][:, :, c - 1]) for c in cps})
+           for a, b in result.get("pairs", ()) if a in runs and b in runs]
   return {"rows": rows, "ranks": ranks, "exact_random": exact, "reference": ref,
-          "reference_final": ref_final, "noise_floor": noise_floor}
+          "reference_final": ref_final, "noise_floor": noise_floor, "pairs": pairs}
 
 
 def table_markdown(result: dict, summary: dict) -> str:
@@ -108,6 +111,14 @@ def table_markdown(result: dict, summary: dict) -> str:
       out += (f"| {base} (another seed) | "
               + " | ".join(f"{summary['noise_floor'][c]:.0%}" for c in cps)
               + " |" + " - |" * len(cps) + "\n")
+  def diff_cells(diffs):
+    cells = []
+    for c in cps:
+      v = stats.verdict(diffs[c][1], diffs[c][2])
+      text = stats.fmt_ci(*diffs[c])
+      cells.append(f"**{text}**" if v == "better" else f"*{text}*" if v == "worse" else text)
+    return " | ".join(cells)
+
   paired = {k: v for k, v in summary["rows"].items() if v.get("paired_vs_each")}
   for label, row in paired.items():
     out += (f"\nPaired difference `{label}` - other tuner (same task and seed), mean [95% CI]; "
@@ -115,12 +126,14 @@ def table_markdown(result: dict, summary: dict) -> str:
             "| other | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
             + "---:|" * len(cps) + "\n")
     for other, diffs in row["paired_vs_each"].items():
-      cells = []
-      for c in cps:
-        v = stats.verdict(diffs[c][1], diffs[c][2])
-        text = stats.fmt_ci(*diffs[c])
-        cells.append(f"**{text}**" if v == "better" else f"*{text}*" if v == "worse" else text)
-      out += f"| {other} | " + " | ".join(cells) + " |\n"
+      out += f"| {other} | " + diff_cells(diffs) + " |\n"
+  if summary.get("pairs"):
+    out += ("\nPairs the experiment names (`pairs:`): paired difference A - B (same task and "
+            "seed), mean [95% CI]; **better** when the CI lies below 0, *worse* when above, else "
+            "a tie.\n\n| A - B | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
+            + "---:|" * len(cps) + "\n")
+    for a, b, diffs in summary["pairs"]:
+      out += f"| {a} - {b} | " + diff_cells(diffs) + " |\n"
   return out
 
 

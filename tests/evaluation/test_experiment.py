@@ -100,3 +100,23 @@ def test_a_beliefs_file_is_relative_to_the_config(tmp_path):
       "{options: {path: priors/a}}", "{options: {path: priors/a, beliefs: ../beliefs.yaml}}"))
   by = {t.label: t for t in load_experiment(path).tuners}
   assert by["prior"].options["beliefs"] == str((tmp_path / "beliefs.yaml").resolve())
+
+
+@pytest.mark.parametrize("text,line,words", [
+    ("pairs: [[prior, gp_bo], [prior, gp_boo]]\n", 10, "'gp_boo' is not one of this "
+     "experiment's tuners (random, gp_bo, prior) (did you mean 'gp_bo'?)"),
+    ("pairs: [[prior]]\n", 10, "each of pairs must be [tuner, tuner]"),
+    ("pairs: [[prior, prior]]\n", 10, "'prior' is compared with itself"),
+    ("pairs: prior\n", 10, "pairs must be a list"),
+])
+def test_bad_pairs_name_the_line(config, text, line, words):
+  config.write_text(CONFIG + text)
+  with pytest.raises(SpaceError) as info:
+    load_experiment(config)
+  assert info.value.where == f"{config}:{line}"
+  assert words in info.value.problem, info.value.problem
+
+
+def test_pairs_are_read(config):
+  config.write_text(CONFIG + "pairs: [[prior, gp_bo], [gp_bo, random]]\n")
+  assert load_experiment(config).pairs == (("prior", "gp_bo"), ("gp_bo", "random"))

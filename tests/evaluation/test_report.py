@@ -53,3 +53,17 @@ def test_the_negative_transfer_table_shows_the_no_transfer_tuners_seed_noise():
     r["regret"] = r["regret"][:, :1]
   assert report.summarize(one_seed)["noise_floor"] is None
   assert "(another seed)" not in report.table_markdown(one_seed, report.summarize(one_seed))
+
+
+def test_pairs_the_experiment_names_get_their_own_table():
+  result = _result(prior_shift=0.0)
+  result["runs"]["prior_b"] = {**result["runs"]["prior"],
+                               "regret": result["runs"]["prior"]["regret"] - 0.05}
+  result["pairs"] = [["prior_b", "prior"], ["prior", "missing"]]   # a pair without runs: left out
+  summary = report.summarize(result)
+  assert [(a, b) for a, b, _ in summary["pairs"]] == [("prior_b", "prior")]
+  assert all(hi < 0 for _, _, hi in summary["pairs"][0][2].values())
+  text = report.table_markdown(result, summary)
+  assert "| prior_b - prior | **-0.050" in text
+  del result["pairs"]
+  assert "A - B" not in report.table_markdown(result, report.summarize(result))
