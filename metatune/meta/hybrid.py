@@ -383,7 +383,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     if beliefs is not None:
       held = jnp.asarray([n in beliefs.names for n in space.names])
       metrics["belief_weight"] = (jnp.sum(jnp.where(held, state.belief_weight, 0.0))
-                                  / max(len(beliefs.names), 1))
+                                  / len(beliefs.names) if beliefs.names else jnp.ones(()))
     return state, metrics
 
   def ask_pool(key, state, pool, available):
