@@ -17,11 +17,12 @@ def cmd_evaluate(args) -> int:
                                        ("budget", args.budget)) if v is not None]
   exp = load_experiment(args.config, list(args.overrides or []) + shortcuts)
   labels = [t.label for t in exp.tuners]
-  for label in args.tuner or []:
-    if label not in labels:
-      raise UsageError(f"--tuner {label}: not a tuner of {args.config} ({', '.join(labels)})")
+  for flag, given in (("--tuner", args.tuner), ("--rerun", args.rerun)):
+    for label in given or []:
+      if label not in labels:
+        raise UsageError(f"{flag} {label}: not a tuner of {args.config} ({', '.join(labels)})")
   result = run_experiment(exp, args.out, args.data_dir, progress=not args.no_progress,
-                          only=args.tuner)
+                          only=args.tuner, rerun=args.rerun or ())
   print((__import__("pathlib").Path(args.out) / "table.md").read_text())
   if result["unavailable"]:
     for label, why in result["unavailable"].items():
@@ -71,6 +72,10 @@ def add_commands(sub) -> None:
   p.add_argument("--data-dir", default=None, help="data folder (default: $METATUNE_DATA_DIR)")
   p.add_argument("--tuner", action="append", default=None, metavar="LABEL",
                  help="run only this tuner of the config (repeatable)")
+  p.add_argument("--rerun", action="append", default=None, metavar="LABEL",
+                 help="discard this tuner's stored cells and run them again (repeatable): cells "
+                 "are keyed by a tuner's settings, prior folder and beliefs file, not by "
+                 "metatune's code, so rerun a tuner whose code changed")
   p.add_argument("--set", action="append", default=None, dest="overrides", metavar="KEY=VALUE",
                  help="override a field of the config, as if written in it (repeatable): "
                  "seeds=3, max_tasks=4, budget=20, tuners.LABEL.options.path=DIR (relative "

@@ -34,7 +34,7 @@ import numpy as np
 
 from metatune.data import builder
 from metatune.evaluation import peers
-from metatune.evaluation.experiment import Experiment, TunerSpec
+from metatune.evaluation.experiment import Experiment, TunerSpec, error_at
 from metatune.evaluation.runs import live_run, many_seeds, nearest_available, pool_run
 from metatune.space import SpaceError
 from metatune.tasks import registry
@@ -243,9 +243,20 @@ class Harness:
              seconds=np.float64(seconds), spec=self._spec_hash(spec))
     os.replace(tmp, path)
 
-  def run(self, only: Sequence[str] | None = None) -> dict:
-    """Runs what is not stored yet, then writes and returns the results."""
+  def run(self, only: Sequence[str] | None = None, rerun: Sequence[str] = ()) -> dict:
+    """Runs what is not stored yet, then writes and returns the results.
+
+    ``rerun``: tuners whose stored cells are discarded first and run again. Cells are keyed
+    by a tuner's settings, its prior folder and beliefs file, not by metatune's code: after
+    changing a tuner's code, rerun it.
+    """
     self._prepare_folder()
+    for label in rerun:
+      spec = next((t for t in self.exp.tuners if t.label == label), None)
+      if spec is None:
+        raise error_at(self.exp, f"rerun: {label!r} is not one of this experiment's tuners")
+      for t in self.task_ids:
+        self._cell_path(spec, t).unlink(missing_ok=True)
     refs = self.references()
     specs = [t for t in self.exp.tuners if not only or t.label in only]
     todo = [(s, t) for s in specs for t in self.task_ids if not self._done(s, t)]
@@ -417,6 +428,7 @@ def build_portfolio_from_dataset(space, folder: str, task_ids: Sequence[str], si
 
 
 def run_experiment(exp: Experiment, out: str | os.PathLike, data_dir=None, progress: bool = True,
-                   only: Sequence[str] | None = None, log: Callable[[str], Any] = print) -> dict:
-  """Runs an experiment (`Harness`) and returns its results."""
-  return Harness(exp, out, data_dir, progress, log).run(only)
+                   only: Sequence[str] | None = None, log: Callable[[str], Any] = print,
+                   rerun: Sequence[str] = ()) -> dict:
+  """Runs an experiment (`Harness`) and returns its results (``rerun``: see `Harness.run`)."""
+  return Harness(exp, out, data_dir, progress, log).run(only, rerun)

@@ -76,6 +76,14 @@ def test_rerun_continues_and_reuses_finished_cells(pooled, tmp_path):
                                 second["runs"]["random"]["regret"])
   assert set(second["runs"]) == {"random", "quasi_random"}
   assert second["compiles"] == {"quasi_random": 1}   # only the missing tuner ran
+  # --rerun: the named tuner's cells are discarded and run again (same keys: same numbers).
+  third = run_experiment(load_experiment(path), out, progress=False, log=lambda _: None,
+                         rerun=["random"])
+  assert third["compiles"] == {"random": 1} and cell.stat().st_mtime_ns != stamp
+  np.testing.assert_array_equal(first["runs"]["random"]["regret"],
+                                third["runs"]["random"]["regret"])
+  with pytest.raises(SpaceError, match="rerun: 'randomm' is not one of"):
+    run_experiment(load_experiment(path), out, progress=False, rerun=["randomm"])
   # Another budget in the same folder is another experiment: refused, nothing lost.
   with pytest.raises(SpaceError, match="another experiment"):
     run_experiment(load_experiment(path).replace(budget=10), out, progress=False)
