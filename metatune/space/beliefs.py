@@ -14,8 +14,9 @@ space (nor its signature), only how a tuner that reads it weighs candidates::
 hybrid prior adds ``strength / (1 + n) * log_density`` to its acquisition after ``n``
 observations (as πBO multiplies the acquisition by ``density ** (strength / n)``), so a belief
 steers the first trials and fades as trials accumulate. `evidence` checks the beliefs against
-the study itself (do configurations that miss them do worse?); the hybrid prior scales the
-term by ``Phi(evidence + confidence)``, so beliefs the study contradicts stop steering early.
+the study itself (are the study's best configurations the ones that meet them?); the hybrid
+prior weighs each belief by ``Phi(evidence + confidence)``, so beliefs the study contradicts
+stop steering early.
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def _top_odds_z(miss: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
   among the ``TOP`` best of ``mask`` (0 with fewer than 4 entries or nobody on one side)."""
   n = jnp.sum(mask)
   k = jnp.maximum(jnp.round(TOP * n), 1.0)
-  top = mask & (_midranks(y, mask) < k - 0.25)       # ties at the boundary are not top
+  top = mask & (_midranks(y, mask) < k - 0.25)       # a tie across the boundary: by mean rank
   meet = mask & ~miss
   out = mask & miss
   a, b = jnp.sum(meet & top), jnp.sum(meet & ~top)
