@@ -21,6 +21,11 @@ def _space(tmp_path, extra="", name="space.yaml"):
   return path, io.load(str(path))
 
 
+def _encode(space, configs):
+  enc = [space.encode(c) for c in configs]
+  return (jnp.asarray(np.stack([e[0] for e in enc])), jnp.asarray(np.stack([e[1] for e in enc])))
+
+
 def test_beliefs_leave_the_space_alone_and_score_configurations(tmp_path):
   plain_path, plain = _space(tmp_path, name="plain.yaml")
   path, space = _space(tmp_path, "beliefs:\n  lr: {prefer: [1.0e-4, 1.0e-2]}\n"
@@ -36,9 +41,7 @@ def test_beliefs_leave_the_space_alone_and_score_configurations(tmp_path):
              ({"optimizer": "adam", "lr": 0.5, "layers": 5}, 2),
              ({"optimizer": "sgd", "lr": 1e-3, "layers": 2, "momentum": 0.97}, 1),
              ({"optimizer": "sgd", "lr": 1e-3, "layers": 2, "momentum": 0.5}, 0)]
-  enc = [space.encode(c) for c, _ in configs]
-  u = jnp.asarray(np.stack([e[0] for e in enc]))
-  a = jnp.asarray(np.stack([e[1] for e in enc]))
+  u, a = _encode(space, [c for c, _ in configs])
   got = np.asarray(beliefs.log_density(b, space, u, a))
   np.testing.assert_allclose(got, [m * np.log(beliefs.EPSILON) for _, m in configs], rtol=1e-6)
   # No beliefs: zero everywhere.
@@ -83,11 +86,6 @@ def test_the_hybrid_screening_follows_a_belief(tmp_path):
     inside[label] = np.mean(hits[2:])
   # A tenth of the lr range is preferred: the screening follows the belief, random does not.
   assert inside["with"] >= 0.8 and inside["without"] <= 0.5, inside
-
-
-def _encode(space, configs):
-  enc = [space.encode(c) for c in configs]
-  return (jnp.asarray(np.stack([e[0] for e in enc])), jnp.asarray(np.stack([e[1] for e in enc])))
 
 
 def test_the_evidence_for_a_belief_has_the_sign_of_the_study(tmp_path):
