@@ -306,6 +306,7 @@ def test_splits_hold_out_datasets_and_models():
     ({"datasets": []}, "option 'datasets'"),
     ({"datasets": ["cifar"]}, "option 'datasets'.*'cifar'"),
     ({"cache_dir": 3}, "option 'cache_dir'"),
+    ({"space": 3}, "option 'space'"),
 ])
 def test_make_family_rejects_bad_options(options, message):
   with pytest.raises(ValueError, match=message):
@@ -320,6 +321,53 @@ def test_unknown_task_is_an_error():
 def test_space_check_rejects_a_foreign_space():
   with pytest.raises(ValueError, match="'optimizer'"):
     hp.check_space(io.loads("name: x\nparameters:\n  lr: {type: float, low: 0.1, high: 1}\n"))
+
+
+RESMLP_SPACE = "configs/spaces/training_resmlp.yaml"
+
+
+def _root():
+  import pathlib  # pylint: disable=import-outside-toplevel
+  return pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_the_residual_mlp_reads_its_own_parameters():
+  space = io.load(_root() / RESMLP_SPACE)
+  hp.check_space(space)
+  cfg = space.default_config()
+  values, active = space.encode({**cfg, "resmlp.branch_scale": 0.05, "resmlp.norm": False})
+  arch = hp.decode(space, jnp.asarray(values), jnp.asarray(active)).arch
+  assert float(arch.branch_scale) == pytest.approx(0.05, rel=1e-4) and float(arch.norm) == 0.0
+  # A space without them trains the residual MLP as before: scale 0.5, normalized blocks.
+  plain = hp.default_space()
+  values, active = plain.encode(plain.default_config())
+  arch = hp.decode(plain, jnp.asarray(values), jnp.asarray(active)).arch
+  assert float(arch.branch_scale) == 0.5 and float(arch.norm) == 1.0
+  spec = models.ModelSpec("resmlp", 6, 3, max_layers=2, max_width=16)
+  x = jax.random.normal(jax.random.key(1), (7, 6)) * 3.0
+
+  def out(**kw):
+    a = models.Arch(jnp.int32(2), jnp.array([8, 4]), jnp.int32(0), jnp.float32(0.0), **kw)
+    return np.asarray(models.apply(models.init(jax.random.key(0), spec, a), spec, a, x))
+
+  np.testing.assert_array_equal(out(), out(branch_scale=jnp.float32(0.5), norm=jnp.float32(1)))
+  assert not np.allclose(out(), out(norm=jnp.float32(0)))
+  assert not np.allclose(out(), out(branch_scale=jnp.float32(0.05)))
+
+
+def test_a_training_space_with_a_mistyped_resmlp_parameter_is_named():
+  text = (_root() / RESMLP_SPACE).read_text().replace(
+      "norm: {type: bool, default: true}", "norm: {type: float, low: 0, high: 1}")
+  with pytest.raises(ValueError, match="'resmlp.norm' must be bool"):
+    hp.check_space(io.loads(text))
+
+
+def test_the_family_takes_a_space_file():
+  family = make_family({"datasets": ["iris"], "models": ["resmlp"],
+                        "space": str(_root() / RESMLP_SPACE)})
+  assert "resmlp.branch_scale" in family.space.index
+  with pytest.raises(ValueError, match="option 'space'.*needs a parameter 'optimizer.sgd.momentum'"):
+    make_family({"space": str(_root() / "configs/spaces/nn_tuning.yaml")})
 
 
 @pytest.mark.slow

@@ -141,7 +141,7 @@ class TrainingFamily(TaskFamily):
     return dataset, model
 
 
-_OPTIONS = {"datasets", "models", "epochs", "steps_per_epoch", "cache_dir"}
+_OPTIONS = {"datasets", "models", "epochs", "steps_per_epoch", "cache_dir", "space"}
 
 
 def _names(key: str, value: Any, known) -> tuple[str, ...]:
@@ -169,7 +169,8 @@ def make_family(options: dict, data_dir=None) -> TrainingFamily:
   folder datasets present in ``data_dir`` when one is given), ``models``
   (default all), ``epochs`` (default 20), ``steps_per_epoch`` (a number or
   ``auto``), ``cache_dir`` (default ``$METATUNE_CACHE_DIR`` or
-  ``~/.cache/metatune/tfds``).
+  ``~/.cache/metatune/tfds``), ``space`` (``default`` or the path of a space file with the
+  training parameters, e.g. plus the residual MLP's own, `hparams.check_space`).
 
   Raises:
     ValueError: naming the unknown or mistyped option.
@@ -202,4 +203,14 @@ def make_family(options: dict, data_dir=None) -> TrainingFamily:
     if not isinstance(options["cache_dir"], str):
       raise ValueError(f"option 'cache_dir' must be a path, got {options['cache_dir']!r}")
     kwargs["cache_dir"] = options["cache_dir"]
-  return TrainingFamily(TrainingConfig(**kwargs), data_dir)
+  space = None
+  if options.get("space", "default") != "default":
+    if not isinstance(options["space"], str):
+      raise ValueError(f"option 'space' must be a path or 'default', got {options['space']!r}")
+    from metatune.space import io  # pylint: disable=import-outside-toplevel
+    space = io.load(options["space"])
+    try:
+      hp.check_space(space)
+    except ValueError as e:
+      raise ValueError(f"option 'space' ({options['space']}): {e}") from None
+  return TrainingFamily(TrainingConfig(**kwargs), data_dir, space)

@@ -44,6 +44,12 @@ _REQUIRED = {
     "weight_decay": ("float", None, 0.0),
     "batch_size": ("ordinal", None, 64.0),
 }
+# The residual MLP's own parameters: optional (a space without them trains the residual MLP as
+# before); name -> (kind, value when absent or inactive).
+_OPTIONAL = {
+    "resmlp.branch_scale": ("float", 0.5),
+    "resmlp.norm": ("bool", 1.0),
+}
 
 
 @flax.struct.dataclass
@@ -104,6 +110,10 @@ def check_space(space: Space) -> tuple[int, int, tuple[int, ...]]:
     if name not in space.index or space.params[space.index[name]].kind != "int":
       raise ValueError(f"the training space needs an int parameter {name!r} (num_layers goes up "
                        f"to {max_layers})")
+  for name, (kind, _) in _OPTIONAL.items():
+    if name in space.index and space.params[space.index[name]].kind != kind:
+      raise ValueError(f"parameter {name!r} must be {kind}, not "
+                       f"{space.params[space.index[name]].kind}")
   batch = space.params[space.index["batch_size"]]
   if not batch.is_numeric or any(int(b) != b or b < 1 for b in batch.choices):
     raise ValueError("batch_size choices must be positive whole numbers")
@@ -122,8 +132,11 @@ def decode(space: Space, values: jax.Array, active: jax.Array) -> HParams:
   comp = space.comparable(values)
 
   def get(name):
+    neutral = _REQUIRED[name][2] if name in _REQUIRED else _OPTIONAL[name][1]
+    if name not in space.index:
+      return jnp.float32(neutral)
     i = space.index[name]
-    return jnp.where(active[i], comp[i], _REQUIRED[name][2])
+    return jnp.where(active[i], comp[i], neutral)
 
   opt = get("optimizer").astype(jnp.int32)
   nesterov = (opt == 0) & (get("optimizer.sgd.nesterov") > 0.5)
@@ -134,7 +147,9 @@ def decode(space: Space, values: jax.Array, active: jax.Array) -> HParams:
   arch = Arch(num_layers=get("num_layers").astype(jnp.int32),
               widths=jnp.round(widths).astype(jnp.int32),
               activation=get("activation").astype(jnp.int32),
-              dropout=get("dropout"))
+              dropout=get("dropout"),
+              branch_scale=get("resmlp.branch_scale"),
+              norm=get("resmlp.norm"))
   return HParams(
       branch=branch, lr=get("lr"), momentum=get("optimizer.sgd.momentum"),
       b1=get("optimizer.adam.b1"), b2=get("optimizer.adam.b2"),

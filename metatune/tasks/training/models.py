@@ -20,7 +20,9 @@ Models:
     or more positions, then a dense head on the flattened features.
   resmlp: a residual MLP (pre-norm blocks ``h + B act(A norm(h))``) of model
     width ``widths[0]`` and block hidden widths ``widths[k]``; the family keeps
-    it for held-out-model evaluation.
+    it for held-out-model evaluation. Two parameters of its own, which no other
+    model reads (`Arch.branch_scale`, `Arch.norm`), make it a model with
+    parameters that priors of the other models never saw.
 """
 
 from __future__ import annotations
@@ -86,11 +88,17 @@ class Arch:
     widths: i32[max_layers] units per layer; entries past ``num_layers`` are ignored.
     activation: i32[] index into ``ACTIVATIONS``.
     dropout: f32[] drop probability after each hidden activation.
+    branch_scale: f32[] resmlp only: the initial scale of each block's output projection
+      ``B`` (0.5 unless the space has ``resmlp.branch_scale``).
+    norm: f32[] resmlp only: 1 normalizes each block's input, 0 feeds it as it is (1 unless
+      the space has ``resmlp.norm``); the head's normalization stays.
   """
   num_layers: jax.Array
   widths: jax.Array
   activation: jax.Array
   dropout: jax.Array
+  branch_scale: jax.Array | float = 0.5
+  norm: jax.Array | float = 1.0
 
 
 def units(spec: ModelSpec, arch: Arch) -> jax.Array:
@@ -199,7 +207,7 @@ def init(key: jax.Array, spec: ModelSpec, arch: Arch) -> dict:
         "inp": {"w": normal(k_in, (spec.num_features, m)) / math.sqrt(spec.num_features),
                 "b": jnp.zeros((m,))},
         "a": {"w": normal(k_a, (num_l, m, m)) * gain / jnp.sqrt(d), "b": jnp.zeros((num_l, m))},
-        "b": {"w": normal(k_b, (num_l, m, m)) * 0.5 / jnp.sqrt(u[:, None, None]),
+        "b": {"w": normal(k_b, (num_l, m, m)) * arch.branch_scale / jnp.sqrt(u[:, None, None]),
               "b": jnp.zeros((num_l, m))},
         "out": {"w": normal(k_out, (m, n_out)) / jnp.sqrt(d), "b": jnp.zeros((n_out,))},
     }
@@ -243,7 +251,8 @@ def apply(params: dict, spec: ModelSpec, arch: Arch, x: jax.Array,
     d_mask, d = mask[0], u[0]
     h = (x @ params["inp"]["w"] + params["inp"]["b"]) * d_mask
     for k in range(spec.max_layers):
-      z = _masked_norm(h, d_mask, d) @ params["a"]["w"][k] + params["a"]["b"][k]
+      inp = jnp.where(arch.norm > 0.5, _masked_norm(h, d_mask, d), h)
+      z = inp @ params["a"]["w"][k] + params["a"]["b"][k]
       z = _dropout(seed, k, arch, _activate(arch, z) * mask[k])
       new = h + (z @ params["b"]["w"][k] + params["b"]["b"][k]) * d_mask
       h = jnp.where(on[k], new, h)
