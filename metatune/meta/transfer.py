@@ -7,20 +7,26 @@ portfolio is the greedy order of design configurations that were good across
 them (`metatune.tuners.portfolio`). The hybrid prior (`metatune.meta.hybrid`)
 starts from the portfolio and uses the profile as a prior mean, smoothed over
 the space. Stored in the prior folder as ``transfer.npz``.
+
+On another space that shares most of its parameters with the training space (an
+architecture with a few parameters of its own, say), `project` carries the design
+over: shared parameters keep their values, the new ones take their defaults, and
+the profile and portfolio follow the configurations that survive the target's
+conditions and constraints.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metatune.space import Space, sampling
+from metatune.space import Space, SpaceError, sampling
 from metatune.tuners.base import Points
 from metatune.tuners.gp_model import feature_layout, sq_distance
 from metatune.tuners.portfolio import greedy_order, normalized_regret
@@ -77,16 +83,117 @@ def save(folder: str | os.PathLike, data: TransferData) -> None:
   os.replace(tmp, path)
 
 
-def load(folder: str | os.PathLike, space: Space) -> TransferData | None:
-  """The transfer data of a prior folder for ``space``, or None (absent, or another space)."""
+def read(folder: str | os.PathLike) -> TransferData | None:
+  """The transfer data of a prior folder as stored (in its training space), or None."""
   path = pathlib.Path(folder) / FILE
   if not path.is_file():
     return None
   with np.load(path) as d:
-    data = TransferData(*(d[k] for k in ("values", "active", "profile", "portfolio", "spread")))
-  if data.values.shape[1] != space.num_params:
+    return TransferData(*(d[k] for k in ("values", "active", "profile", "portfolio", "spread")))
+
+
+def load(folder: str | os.PathLike, space: Space) -> TransferData | None:
+  """The transfer data of a prior folder for ``space``, or None (absent, or another space)."""
+  data = read(folder)
+  if data is None or data.values.shape[1] != space.num_params:
     return None
   return data
+
+
+def _kinds_match(src: Mapping[str, Any], p) -> bool:
+  if src["kind"] != p.kind:
+    return False
+  if p.kind in ("categorical", "ordinal"):
+    return bool(set(map(str, src["choices"])) & set(map(str, p.choices)))
+  return True
+
+
+def shared_parameters(description: Mapping[str, Any], space: Space) -> list[str]:
+  """Names of ``space`` that the described training space has with the same kind (and, for
+  choices, at least one label in common): the parameters `project` carries over."""
+  src = {p["name"]: p for p in description["params"]}
+  return [p.name for p in space.params if p.name in src and _kinds_match(src[p.name], p)]
+
+
+def _source_space(description: Mapping[str, Any]) -> Space:
+  """The training space's parameters without conditions or constraints: enough to decode."""
+  from metatune.space import model  # pylint: disable=import-outside-toplevel
+  params = []
+  for p in description["params"]:
+    kind, name = p["kind"], p["name"]
+    if kind == "float":
+      params.append(model.Float(name, p["low"], p["high"], log=p["log"]))
+    elif kind == "int":
+      params.append(model.Int(name, int(p["low"]), int(p["high"]), log=p["log"]))
+    elif kind == "bool":
+      params.append(model.Bool(name))
+    elif kind == "ordinal":
+      params.append(model.Ordinal(name, p["choices"]))
+    else:
+      params.append(model.Categorical(name, p["choices"]))
+  return Space(params, name="training space")
+
+
+def project(data: TransferData, description: Mapping[str, Any], space: Space,
+            min_shared: float = 0.5) -> TransferData | None:
+  """The transfer data of another space carried into ``space``, or None if too little is shared.
+
+  Each design configuration is decoded in the training space (``description``: the card's
+  `metatune.meta.compat.describe_space`), and its values of the shared parameters
+  (`shared_parameters`) fill a configuration of ``space`` whose other parameters take their
+  defaults (`Space.fill`). Configurations that break a constraint of ``space`` are dropped;
+  configurations that become equal are merged (profile and spread averaged, the portfolio
+  keeps the first). The profile stays what it measured: the training tasks' regret of the
+  original configuration, now read at its projection.
+
+  Args:
+    data: the prior's transfer data, in the training space.
+    description: the training space, as the card describes it.
+    space: the target space.
+    min_shared: the least fraction of ``space``'s parameters that must be shared; below it
+      the projected design would be mostly defaults, and None is returned.
+  """
+  shared = shared_parameters(description, space)
+  if not shared or len(shared) < min_shared * space.num_params:
+    return None
+  src = _source_space(description)
+  values = np.asarray(data.values, np.float32)
+  if values.shape[1] != src.num_params:
+    raise ValueError(f"the transfer data has {values.shape[1]} parameters, the card's training "
+                     f"space {src.num_params}")
+  configs = src.decode_batch(values, np.asarray(data.active, bool))
+  keep: dict[tuple, int] = {}
+  rows, groups = [], []
+  index_of = np.full(len(configs), -1, np.int64)
+  for i, cfg in enumerate(configs):
+    target = space.fill({k: cfg[k] for k in shared if k in cfg})
+    try:
+      u, a = space.encode(target)
+    except SpaceError:
+      continue  # breaks a constraint of the target space
+    key = (u.tobytes(), a.tobytes())
+    if key not in keep:
+      keep[key] = len(rows)
+      rows.append((u, a))
+      groups.append([])
+    index_of[i] = keep[key]
+    groups[keep[key]].append(i)
+  if not rows:
+    return None
+  profile = np.asarray(data.profile, np.float32)
+  spread = np.asarray(data.spread, np.float32)
+  port, seen = [], set()
+  for j in np.asarray(data.portfolio).tolist():
+    k = int(index_of[j])
+    if k >= 0 and k not in seen:
+      seen.add(k)
+      port.append(k)
+  if not port:
+    return None
+  return TransferData(np.stack([u for u, _ in rows]), np.stack([a for _, a in rows]),
+                      np.asarray([profile[g].mean() for g in groups], np.float32),
+                      np.asarray(port, np.int32),
+                      np.asarray([spread[g].mean() for g in groups], np.float32))
 
 
 def smoothed_profile(space: Space, data: TransferData, points: Points,

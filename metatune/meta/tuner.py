@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import flax.struct
@@ -81,8 +82,11 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   the negative-transfer guard; its ``options`` (``guard``, ``num_initial``, ...) pass
   through; ``beliefs`` may be a space file whose ``beliefs`` section is read
   (`metatune.space.beliefs`). The design, profile and portfolio are used only on the space they were
-  made on; on another space the policy and the screening remain. ``mode="policy"``
-  is the meta-trained policy alone (`policy_tuner`).
+  made on; on another space the policy and the screening remain, unless ``carry_over=True``:
+  then they are carried into a space that shares at least half of its parameters with the
+  training space (`metatune.meta.transfer.project`: shared parameters keep their values, new
+  ones take their defaults; a space that shares less gets a warning and none).
+  ``mode="policy"`` is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
   says what differs (`metatune.meta.compat.compare_spaces`: parameters it never saw, kinds,
@@ -125,7 +129,37 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   from metatune.space import beliefs  # pylint: disable=import-outside-toplevel
   if isinstance(options.get("beliefs"), (str, os.PathLike)):   # a space file's beliefs
     options["beliefs"] = beliefs.load(options["beliefs"], space)
-  data = transfer.load(path, space) if card.get("space_signature") == space.signature else None
+  carry_over = options.pop("carry_over", False)
+  if not isinstance(carry_over, bool):
+    raise ValueError(f"carry_over must be true or false, got {carry_over!r}")
+  if card.get("space_signature") == space.signature:
+    data = transfer.load(path, space)
+  elif carry_over:
+    data = _carried_over(path, card, space)
+  else:
+    data = None
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,
                              **options)
+
+
+def _carried_over(path, card, space: Space):
+  """The prior's transfer data projected into ``space``, or None with a warning saying why."""
+  # pylint: disable=import-outside-toplevel
+  from metatune.meta import compat, transfer
+  raw = transfer.read(path)
+  description = card.get(compat.DESCRIPTION)
+  if raw is None:
+    why = f"the prior has no {transfer.FILE}"
+  elif not isinstance(description, dict) or "params" not in description:
+    why = "its card does not describe its training space"
+  else:
+    data = transfer.project(raw, description, space)
+    if data is not None:
+      return data
+    shared = transfer.shared_parameters(description, space)
+    why = (f"only {len(shared)} of the {space.num_params} parameters of {space.name!r} are in "
+           f"its training space (at least half must be)")
+  warnings.warn(f"carry_over: the prior {path} keeps its policy but not its design and "
+                f"portfolio: {why}", compat.SpaceMismatchWarning, stacklevel=3)
+  return None

@@ -495,13 +495,33 @@ class Space:
 
   def default_config(self) -> dict[str, Any]:
     """The defaults of the parameters that are active when every parameter takes its default."""
+    return self.fill({})
+
+  def fill(self, values: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration of this space from ``values`` where they fit, defaults elsewhere.
+
+    Parameters are taken in dependency order: an active one takes its entry of ``values``
+    (numbers clipped into its range, whole numbers rounded for ints; a label it does not
+    have, a wrong type or an absent entry give its default), an inactive one is left out.
+    Entries for names this space lacks are ignored. Constraints are not checked (`validate`).
+    Used to carry configurations of one space into another that shares some parameters.
+    """
     comp: dict[str, float] = {}
     lookup = reference.lookup_from(comp)
     cfg = {}
     for p, cond in zip(self.params, self.conditions):
-      if cond is None or reference.evaluate(cond, lookup, False):
-        cfg[p.name] = p.default
-        comp[p.name] = self._comparable_py(p, p.default)
+      if cond is not None and not reference.evaluate(cond, lookup, False):
+        continue
+      v = values.get(p.name, p.default)
+      if p.kind in ("float", "int") and model._is_num(v) and model.is_finite(v):
+        v = min(max(float(v), p.low), p.high)
+        v = int(round(v)) if p.kind == "int" else v
+      try:
+        v = self.check_value(p, v)
+      except SpaceError:
+        v = p.default
+      cfg[p.name] = v
+      comp[p.name] = self._comparable_py(p, v)
     return cfg
 
   def depth(self) -> dict[str, int]:

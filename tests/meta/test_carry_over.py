@@ -1,0 +1,115 @@
+"""Carrying a prior's design, profile and portfolio into a space that shares parameters with it."""
+
+import warnings
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from metatune.meta import compat, transfer
+from metatune.meta import prior as prior_io
+from metatune.networks import policy as pol
+from metatune.space import io
+
+SOURCE = io.loads("""
+name: source
+parameters:
+  optimizer: {type: categorical, choices: [sgd, adam], default: adam}
+  lr: {type: float, low: 1e-4, high: 1.0, log: true, default: 1e-2}
+  momentum: {type: float, low: 0.0, high: 0.99, default: 0.9, when: "optimizer == 'sgd'"}
+  width: {type: int, low: 8, high: 256, log: true, default: 64}
+""")
+# Shares optimizer, lr (narrower range), momentum and width; adds depth; has a constraint.
+TARGET = io.loads("""
+name: target
+parameters:
+  optimizer: {type: categorical, choices: [sgd, adam, rmsprop], default: sgd}
+  lr: {type: float, low: 1e-3, high: 0.1, log: true, default: 1e-2}
+  momentum: {type: float, low: 0.0, high: 0.99, default: 0.5, when: "optimizer == 'sgd'"}
+  width: {type: int, low: 8, high: 256, log: true, default: 64}
+  depth: {type: int, low: 1, high: 4, default: 2}
+constraints:
+  - "width <= 200"
+""")
+
+
+def _data(configs, profile, portfolio):
+  values, active = zip(*(SOURCE.encode(c) for c in configs))
+  return transfer.TransferData(np.stack(values), np.stack(active),
+                               np.asarray(profile, np.float32), np.asarray(portfolio, np.int32),
+                               np.zeros(len(configs), np.float32))
+
+
+CONFIGS = [
+    {"optimizer": "sgd", "lr": 0.05, "momentum": 0.8, "width": 32},
+    {"optimizer": "adam", "lr": 0.5, "width": 100},      # lr above the target's range
+    {"optimizer": "adam", "lr": 0.1, "width": 100},      # the same once lr is clipped
+    {"optimizer": "adam", "lr": 0.003, "width": 250},    # breaks width <= 200
+]
+
+
+def test_shared_values_are_kept_and_new_parameters_take_their_defaults():
+  data = _data(CONFIGS, [0.1, 0.2, 0.4, 0.0], [3, 0, 1, 2])
+  out = transfer.project(data, compat.describe_space(SOURCE), TARGET)
+  configs = TARGET.decode_batch(out.values, out.active)
+  assert len(configs) == 2  # the last breaks the constraint, the 2nd and 3rd merge
+  assert configs[0]["optimizer"] == "sgd" and configs[0]["depth"] == 2
+  assert configs[0]["momentum"] == pytest.approx(0.8, abs=1e-4)
+  assert configs[0]["lr"] == pytest.approx(0.05, rel=1e-4)
+  assert configs[1]["lr"] == pytest.approx(0.1, rel=1e-4) and "momentum" not in configs[1]
+  # Merged rows average their profile; the portfolio keeps its order without the dropped one.
+  np.testing.assert_allclose(out.profile, [0.1, 0.3], rtol=1e-6)
+  assert out.portfolio.tolist() == [0, 1]
+
+
+def test_too_little_shared_is_none():
+  other = io.loads("parameters:\n  lr: {type: float, low: 1e-4, high: 1.0, log: true}\n"
+                   "  a: {type: float, low: 0, high: 1}\n  b: {type: float, low: 0, high: 1}\n")
+  data = _data(CONFIGS, [0.1, 0.2, 0.4, 0.0], [0, 1])
+  assert transfer.shared_parameters(compat.describe_space(SOURCE), other) == ["lr"]
+  assert transfer.project(data, compat.describe_space(SOURCE), other) is None
+  assert transfer.project(data, compat.describe_space(SOURCE), other, min_shared=0.3) is not None
+
+
+def test_fill_clips_defaults_and_follows_conditions():
+  assert TARGET.fill({"optimizer": "adam", "lr": 5.0, "momentum": 0.3, "width": 7.6,
+                      "unknown": 1}) == {"optimizer": "adam", "lr": 0.1, "width": 8, "depth": 2}
+  assert TARGET.fill({"optimizer": "nadam", "momentum": "x"}) == {
+      "optimizer": "sgd", "lr": 0.01, "momentum": 0.5, "width": 64, "depth": 2}
+  assert TARGET.fill({}) == TARGET.default_config()
+
+
+@pytest.fixture(scope="module")
+def prior_folder(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("prior") / "p"
+  config = pol.PolicyConfig()
+  _, params = nnx.split(pol.Policy(config, rngs=nnx.Rngs(0)))
+  prior_io.save_prior(folder, params, config, {
+      "num_trials": 10, "space": SOURCE.name, "space_signature": SOURCE.signature,
+      compat.DESCRIPTION: compat.describe_space(SOURCE)})
+  transfer.save(folder, _data(CONFIGS, [0.1, 0.2, 0.4, 0.0], [3, 0, 1, 2]))
+  return folder
+
+
+def test_the_prior_tuner_starts_from_the_carried_portfolio(prior_folder):
+  import jax  # pylint: disable=import-outside-toplevel
+  from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+  with pytest.warns(compat.SpaceMismatchWarning, match="never saw: depth"):
+    tuner = prior_tuner(TARGET, path=str(prior_folder), carry_over=True)
+  points, _ = tuner.ask(jax.random.key(0), tuner.init(jax.random.key(1)))
+  first = TARGET.decode(points.values[0], points.active[0])
+  assert first["optimizer"] == "sgd" and first["lr"] == pytest.approx(0.05, rel=1e-4)
+  with pytest.raises(ValueError, match="carry_over must be true or false"), pytest.warns(
+      compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), carry_over="yes")
+
+
+def test_carry_over_on_a_space_that_shares_too_little_warns_why(prior_folder):
+  from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+  other = io.loads("parameters:\n  lr: {type: float, low: 1e-4, high: 1.0, log: true}\n"
+                   "  a: {type: float, low: 0, high: 1}\n  b: {type: float, low: 0, high: 1}\n")
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    prior_tuner(other, path=str(prior_folder), carry_over=True)
+  messages = [str(w.message) for w in record]
+  assert any("carry_over" in m and "only 1 of the 3 parameters" in m for m in messages), messages
