@@ -452,3 +452,32 @@ def test_ctrl_c_with_jobs_stops_the_running_entries(tmp_path, monkeypatch):
   assert [(by[n].status, by[n].reason) for n in "ab"] == [("failed", "interrupted")] * 2
   assert by["c"].reason == "needs 'a', which failed"
   assert by["d"].status == "not run" and by["d"].reason == "the run stopped when 'a' failed"
+
+
+def test_family_configs_name_files_that_are_committed():
+  """A family config's space, table and surrogate paths inside the repository are committed files
+  (a space file left out of a commit passed here and failed on a clean clone)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  from metatune.tasks import registry as families  # pylint: disable=import-outside-toplevel
+  tracked = None
+  if shutil.which("git") and (ROOT / ".git").exists():
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
+    tracked = set(out.stdout.splitlines()) if out.returncode == 0 else None
+  for path in sorted((ROOT / "configs/families").glob("*.yaml")):
+    config = families.load_family_config(path)
+    for key in families.PATH_OPTIONS:
+      value = config.options.get(key)
+      if not isinstance(value, str) or value == "default":
+        continue
+      target = (config.folder / value).resolve()
+      try:
+        rel = target.relative_to(ROOT).as_posix()
+      except ValueError:
+        continue
+      if rel.startswith(".cache_data/"):
+        continue  # made by a command (a surrogate folder), not committed
+      assert target.exists(), f"{path.name}: options.{key} {value} does not exist"
+      if tracked is not None and target.is_file():
+        assert rel in tracked, f"{path.name}: options.{key} {rel} is not committed"
