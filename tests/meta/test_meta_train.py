@@ -207,7 +207,7 @@ def test_settings_override_the_file_and_the_card_says_who_set_what(tmp_path):
   assert config.reward == "regret" and config.ent_end == 0.002
   assert config.policy == pol.PolicyConfig(structure=False)
   got = choices(node, config, settings)["settings"]
-  assert got["reward"] == {"value": "regret", "default": "improvement", "set_by": "--set"}
+  assert got["reward"] == {"value": "regret", "default": "regret", "set_by": "--set"}
   assert got["ent_end"]["set_by"] == "family config" and got["ent_start"]["set_by"] == "default"
   assert got["policy.structure"] == {"value": False, "default": True, "set_by": "--set"}
   # No meta_train section at all: the settings make one.
