@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatune.meta import compat
 from metatune.space import Space, SpaceError, sampling
 from metatune.tuners.base import Points
 from metatune.tuners.gp_model import feature_layout, sq_distance
@@ -100,19 +101,13 @@ def load(folder: str | os.PathLike, space: Space) -> TransferData | None:
   return data
 
 
-def _kinds_match(src: Mapping[str, Any], p) -> bool:
-  if src["kind"] != p.kind:
-    return False
-  if p.kind in ("categorical", "ordinal"):
-    return bool(set(map(str, src["choices"])) & set(map(str, p.choices)))
-  return True
-
-
 def shared_parameters(description: Mapping[str, Any], space: Space) -> list[str]:
-  """Names of ``space`` that the described training space has with the same kind (and, for
-  choices, at least one label in common): the parameters `project` carries over."""
-  src = {p["name"]: p for p in description["params"]}
-  return [p.name for p in space.params if p.name in src and _kinds_match(src[p.name], p)]
+  """Names of ``space`` that the described training space has with the same kind (what
+  `metatune.meta.compat.compare_spaces` neither calls unseen nor of another kind): the
+  parameters `project` carries over."""
+  report = compat.compare_spaces({compat.DESCRIPTION: description}, space)
+  differ = set(report.unseen) | {name for name, _, _ in report.kinds}
+  return [name for name in space.names if name not in differ]
 
 
 def _source_space(description: Mapping[str, Any]) -> Space:
