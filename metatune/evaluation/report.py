@@ -72,14 +72,19 @@ def summarize(result: dict) -> dict:
           "reference_final": ref_final, "noise_floor": noise_floor, "pairs": pairs}
 
 
-def _diff_cells(diffs: dict, cps) -> str:
-  """Paired differences ``{checkpoint: (mean, lo, hi)}`` as table cells: **better**, *worse*."""
-  cells = []
-  for c in cps:
-    v = stats.verdict(diffs[c][1], diffs[c][2])
-    text = stats.fmt_ci(*diffs[c])
-    cells.append(f"**{text}**" if v == "better" else f"*{text}*" if v == "worse" else text)
-  return " | ".join(cells)
+def _diff_table(caption: str, first: str, rows, cps) -> str:
+  """A table of paired differences ``(label, {checkpoint: (mean, lo, hi)})``, one row each,
+  under ``caption``: **better** when the CI lies below 0, *worse* when above."""
+  out = (f"\n{caption}\n\n| {first} | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
+         + "---:|" * len(cps) + "\n")
+  for label, diffs in rows:
+    cells = []
+    for c in cps:
+      v = stats.verdict(diffs[c][1], diffs[c][2])
+      text = stats.fmt_ci(*diffs[c])
+      cells.append(f"**{text}**" if v == "better" else f"*{text}*" if v == "worse" else text)
+    out += f"| {label} | " + " | ".join(cells) + " |\n"
+  return out
 
 
 def table_markdown(result: dict, summary: dict) -> str:
@@ -121,21 +126,15 @@ def table_markdown(result: dict, summary: dict) -> str:
       out += (f"| {base} (another seed) | "
               + " | ".join(f"{summary['noise_floor'][c]:.0%}" for c in cps)
               + " |" + " - |" * len(cps) + "\n")
+  verdicts = "mean [95% CI]; **better** when the CI lies below 0, *worse* when above, else a tie."
   paired = {k: v for k, v in summary["rows"].items() if v.get("paired_vs_each")}
   for label, row in paired.items():
-    out += (f"\nPaired difference `{label}` - other tuner (same task and seed), mean [95% CI]; "
-            "**better** when the CI lies below 0, *worse* when above, else a tie.\n\n"
-            "| other | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
-            + "---:|" * len(cps) + "\n")
-    for other, diffs in row["paired_vs_each"].items():
-      out += f"| {other} | " + _diff_cells(diffs, cps) + " |\n"
+    out += _diff_table(f"Paired difference `{label}` - other tuner (same task and seed), "
+                       + verdicts, "other", row["paired_vs_each"].items(), cps)
   if summary.get("pairs"):
-    out += ("\nPairs the experiment names (`pairs:`): paired difference A - B (same task and "
-            "seed), mean [95% CI]; **better** when the CI lies below 0, *worse* when above, else "
-            "a tie.\n\n| A - B | " + " | ".join(f"diff@{c}" for c in cps) + " |\n|---|"
-            + "---:|" * len(cps) + "\n")
-    for a, b, diffs in summary["pairs"]:
-      out += f"| {a} - {b} | " + _diff_cells(diffs, cps) + " |\n"
+    out += _diff_table("Pairs the experiment names (`pairs:`): paired difference A - B (same "
+                       "task and seed), " + verdicts, "A - B",
+                       [(f"{a} - {b}", diffs) for a, b, diffs in summary["pairs"]], cps)
   return out
 
 
