@@ -423,11 +423,11 @@ def render(res: dict[str, Any], command: str) -> str:
   lines += ["| ASHA regret | " + " | ".join(row_regret) + " |",
             "| runs whose proposals ran out before | " + " | ".join(row_out) + " |"]
   lines += [
-      "", f"What reports show: the **test** objective of the configuration each side selected "
-      f"(by validation, as above), normalized like the validation regret by the task's test "
-      f"objectives of all its configurations. A secondary reading, added after the "
-      f"validation verdict above was declared and measured; the verdict stays on that "
-      f"reading.", "",
+      "", "What reports show: the **test** objective of the configuration each side selected "
+      "(by validation, as above), normalized like the validation regret by the task's test "
+      "objectives of all its configurations. A secondary reading, added after the "
+      "validation verdict above was declared and measured; the verdict stays on that "
+      "reading.", "",
       f"| pruner | runs | full-budget test regret | test regret at {pct} | runs no worse | "
       f"paired difference |", "|---|---:|---:|---:|---:|---:|"]
   for name in PRUNERS:
@@ -435,8 +435,8 @@ def render(res: dict[str, Any], command: str) -> str:
     lines.append(f"| {name} | {t['num']} | {_ms(t['full'])} | {_ms(t['at'])} | "
                  f"{t['no_worse']} of {t['num']} | {_ms(t['diff'])} |")
   lines += [
-      "", f"Per run (ASHA), raw regret in the task's objective (classification error as a "
-      f"fraction, or MSE of standardized targets):", "",
+      "", "Per run (ASHA), raw regret in the task's objective (classification error as a "
+      "fraction, or MSE of standardized targets):", "",
       f"| task | seed | full budget | ASHA at {pct} | fraction to match | proposals started by "
       f"{pct} | fraction the {st.pool} proposals last |",
       "|---|---:|---:|---:|---:|---:|---:|"]

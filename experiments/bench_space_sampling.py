@@ -343,7 +343,7 @@ def render(res: dict[str, Any], command: str) -> str:
       "",
       "Notes:",
       "",
-      f"- metatune: `jax.jit(lambda k: sample(k, space, batch))`, median of "
+      "- metatune: `jax.jit(lambda k: sample(k, space, batch))`, median of "
       + ", ".join(f"{len(res['times'][b])} calls at batch {b:,}" for b in s.batches)
       + ", each timed with `block_until_ready`, after a warm-up call. Compile + first call: "
       + ", ".join(f"{res['compile_s'][b]:.2f} s (batch {b:,})" for b in s.batches)
@@ -355,10 +355,10 @@ def render(res: dict[str, Any], command: str) -> str:
       f"Rate over the last {half:,} / first {half:,}: {second / first:.2f}.",
       f"- Interleaved in one run: {s.rounds} rounds, each timing metatune at every batch size "
       f"and then drawing about {s.optuna_valid // s.rounds:,} Optuna configs.",
-      f"- invalid: decoded metatune samples (from the timed functions) rejected by "
-      f"`space.validate`; for Optuna, its valid configs (dicts of the active parameters) "
-      f"rejected by `space.validate`. JAX-side check of the last timed batch (constraints and "
-      f"activity mask): "
+      "- invalid: decoded metatune samples (from the timed functions) rejected by "
+      "`space.validate`; for Optuna, its valid configs (dicts of the active parameters) "
+      "rejected by `space.validate`. JAX-side check of the last timed batch (constraints and "
+      "activity mask): "
       + ", ".join(f"{res['metatune_encoding_bad'][b]} of {b:,} bad" for b in s.batches) + ".",
       "",
       "Same distribution? (metatune: decoded samples at batch "

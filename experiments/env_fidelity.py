@@ -170,7 +170,7 @@ def render(res: dict, args, command: str, total: float) -> str:
       f"{cfg.draw_scale}, noise {cfg.noise}: the defaults, chosen by surrogate_eval.py on "
       f"meta-validation tasks; at draw_scale 0 an episode answers with the surrogate's "
       f"predictive median plus noise, and the draw's lengthscale does not enter).",
-      f"- **Twins**: one episode per held-out task conditioned on that task's observations.",
+      "- **Twins**: one episode per held-out task conditioned on that task's observations.",
       f"- Surrogate: `{os.path.relpath(args.surrogate, REPO)}` (saved by "
       f"`experiments/surrogate_eval.py`; sha256 of its params.npz "
       f"{_digest(args.surrogate / 'params.npz')[:16]}).", "",
@@ -205,7 +205,7 @@ def render(res: dict, args, command: str, total: float) -> str:
       "", f"**Acceptance reading** (declared before the run): the RL environment's ranking "
       f"({' < '.join(env_order)}) {'MATCHES' if match else 'DIFFERS from'} the ranking on all "
       f"real tasks ({' < '.join(real_order)}).",
-      f"- Real pairs resolved (beyond 2 SE): " + (
+      "- Real pairs resolved (beyond 2 SE): " + (
           f"{pairs_text}; the environment orders "
           f"{'every one of them the same way' if agree else 'at least one of them the other way'}"
           if resolved else "none") +

@@ -106,7 +106,7 @@ def render(res: dict[str, Any], command: str) -> str:
       f"| median validation accuracy (finished configurations) | {np.median(acc[ok]):.1%} |",
       f"| configurations with validation accuracy >= 95% | {int(np.sum(acc[ok] >= 0.95))} |",
       f"| failed (diverged) | {int(failed.sum())} of {res['num']} |", "",
-      f"Validation accuracy of the best configuration by epoch: " +
+      "Validation accuracy of the best configuration by epoch: " +
       ", ".join(f"{e}: {curve[e - 1]:.1%}" for e in picks) + ".", "",
       "Top 5 configurations:", "",
       "| rank | validation acc | test acc | parameters | configuration |",

@@ -20,7 +20,6 @@ from metatune.tasks.regret import evaluate_tuners, summary_rows
 from metatune.meta.config import meta_config
 from metatune.meta.train import meta_train
 from metatune.meta.tuner import policy_tuner
-from metatune.networks import policy as pol
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
 from metatune.tuners import grid_search, quasi_random, random_search
 

@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metatune.surrogate import bars
 
 Z_CLIP = 10.0  # normalized context values beyond this are clipped at the input
 FIDELITY_FEATURES = 2  # inputs that `fidelity_features` adds to a fidelity model's tokens

@@ -7,7 +7,7 @@ import pytest
 
 from metatune.space import io, sample
 from metatune.tasks import SyntheticConfig, SyntheticFamily, default_space
-from metatune.tuners import TUNERS, Evaluation, Points, best_so_far, run_tuning
+from metatune.tuners import TUNERS, Evaluation, best_so_far, run_tuning
 
 CONTRACT_SPACE = """
 name: contract
