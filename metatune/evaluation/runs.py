@@ -24,15 +24,24 @@ from metatune.tuners.run import run_tuning
 
 
 def live_run(tuner: Tuner, family, budget: int) -> Callable:
-  """``run(key, task) -> (best f32[budget], failed bool[budget])`` on a live jittable family."""
+  """``run(key, task) -> (best f32[budget], failed bool[budget])`` on a live jittable family.
+
+  Regret is measured on ``family.clean`` of the proposals; a family whose ``noise_free``
+  is true (its ``evaluate`` is its ``clean``, e.g. real training with one fixed key) gives
+  the objectives the tuner saw, so they are not evaluated a second time.
+  """
   steps = -(-budget // tuner.batch_size)
   d = tuner.space.num_params
+  noise_free = getattr(family, "noise_free", False)
 
   def run(key, task):
     _, trace = run_tuning(key, tuner, lambda k, p: family.evaluate(k, task, p), steps)
-    pts = Points(trace.points.values.reshape(-1, d)[:budget],
-                 trace.points.active.reshape(-1, d)[:budget])
-    clean = family.clean(task, pts)
+    if noise_free:
+      clean = jnp.where(trace.failed, jnp.nan, trace.objective).reshape(-1)[:budget]
+    else:
+      pts = Points(trace.points.values.reshape(-1, d)[:budget],
+                   trace.points.active.reshape(-1, d)[:budget])
+      clean = family.clean(task, pts)
     clean = jnp.where(jnp.isfinite(clean), clean, jnp.inf)
     return jax.lax.cummin(clean), trace.failed.reshape(-1)[:budget]
 

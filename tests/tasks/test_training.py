@@ -385,3 +385,55 @@ def test_experiment_scripts_smoke(tmp_path, cache):
     out = tmp_path / f"{name}.md"
     module.main(args + ["--out", str(out), "--cache-dir", cache])
     assert f"python experiments/{name}.py" in out.read_text()
+
+
+def test_the_family_is_a_noise_free_environment_of_the_harness(space, cache):
+  """Tasks as data (static setup as aux data); evaluate == clean whatever the key and the
+  batch a configuration is in; the harness's live runs read the objectives a study saw (no
+  second training) and give what training the proposals again gives."""
+  from metatune.evaluation.runs import live_run
+  from metatune.tuners import random_search
+  config = TrainingConfig(datasets=("iris", "digits"), models=("mlp",), epochs=EPOCHS,
+                          steps_per_epoch=STEPS, cache_dir=cache)
+  fam = TrainingFamily(config, space=space)
+  assert fam.all_task_ids() == ["digits/mlp", "iris/mlp"]
+  task = fam.task_params(jnp.asarray(1, jnp.int32))
+  assert task.setup.model.num_features == 4 and fam.task_params(1) is task   # cached
+  values, active = encode(space, CONFIGS)
+  pts = Points(jnp.asarray(values), jnp.asarray(active))
+  evaluate, clean = jax.jit(fam.evaluate), jax.jit(fam.clean)
+  a, b = evaluate(jax.random.key(1), task, pts), evaluate(jax.random.key(2), task, pts)
+  np.testing.assert_array_equal(a.objective, b.objective)
+  c = np.asarray(clean(task, pts))
+  assert np.isnan(c[DIVERGING]) and bool(a.failed[DIVERGING])
+  np.testing.assert_allclose(np.delete(c, DIVERGING), np.delete(a.objective, DIVERGING))
+  reversed_ = np.asarray(clean(task, Points(pts.values[::-1], pts.active[::-1])))[::-1]
+  np.testing.assert_allclose(reversed_, c, rtol=1e-5)      # the position in a batch is moot
+  tuner = random_search(space)
+  fast = jax.jit(live_run(tuner, fam, 4))(jax.random.key(0), task)
+  fam.noise_free = False                                    # train the proposals again
+  slow = jax.jit(live_run(tuner, fam, 4))(jax.random.key(0), task)
+  np.testing.assert_allclose(fast[0], slow[0], rtol=1e-5)
+  np.testing.assert_array_equal(fast[1], slow[1])
+
+
+@pytest.mark.slow
+def test_the_harness_evaluates_the_training_family_live(cache, tmp_path):
+  """`metatune evaluate` on live training: one compile per task (shapes differ), a report."""
+  from metatune.evaluation.experiment import load_experiment
+  from metatune.evaluation.harness import run_experiment
+  fam = tmp_path / "fam.yaml"
+  fam.write_text(f"name: tiny-training\nfamily: training\noptions:\n  datasets: [iris, wine]\n"
+                 f"  models: [mlp]\n  epochs: {EPOCHS}\n  steps_per_epoch: {STEPS}\n"
+                 f"  cache_dir: {cache}\n")
+  exp = tmp_path / "exp.yaml"
+  exp.write_text("name: t\nfamily: fam.yaml\ntasks: [iris/mlp, wine/mlp]\nbudget: 4\nseeds: 2\n"
+                 "checkpoints: [1, 4]\nreference_samples: 8\nreference_refine: 1\n"
+                 "tuners:\n  random: {}\n  quasi_random: {}\n")
+  res = run_experiment(load_experiment(exp), tmp_path / "out", progress=False,
+                       log=lambda _: None)
+  assert res["runs"]["random"]["regret"].shape == (2, 2, 4)
+  assert np.all(np.isfinite(res["runs"]["random"]["regret"][:, :, -1]))
+  assert res["compiles"] == {"random": 2, "quasi_random": 2}
+  assert "2 tasks of tiny-training x 2 seeds, 4 trials (live)" in (
+      tmp_path / "out" / "table.md").read_text()

@@ -11,6 +11,16 @@ is seen only in ``heldout_model``, on the datasets of the meta-training and
 meta-validation splits, so each held-out split changes one thing. The cnn runs
 on datasets with an image or signal shape. Without a data folder the family
 holds the scikit-learn datasets only (the embedded default).
+
+For the evaluation harness (``metatune evaluate``, live) the family is an
+environment whose tasks are data (`TrainingTask`: a task's arrays, its static
+training setup riding along as auxiliary data, so each task compiles once).
+It is noise-free, as the tables of recorded runs are: a configuration's
+objective is its training with one fixed key (`CLEAN_SEED`), so what a tuner
+sees is what regret measures, and the harness need not train the proposals a
+second time (``noise_free``). It does not meta-train directly (no
+``task_indices``: tasks of different datasets do not stack); meta-training uses
+the surrogate environment or the tables of recorded runs.
 """
 
 from __future__ import annotations
@@ -20,15 +30,18 @@ import os
 import pathlib
 from typing import Any
 
+import flax.struct
 import jax
+import jax.numpy as jnp
 
 from metatune.space import Space
 from metatune.tasks.base import Fidelity, Task, TaskFamily
+from metatune.tasks.reference import task_reference
 from metatune.tasks.training import data as data_lib
 from metatune.tasks.training import hparams as hp
 from metatune.tasks.training import models
 from metatune.tasks.training import train as train_lib
-from metatune.tuners.base import Points
+from metatune.tuners.base import Evaluation, Points
 
 DATASET_SPLIT = {
     "digits": "meta_train", "breast_cancer": "meta_train", "diabetes": "meta_train",
@@ -37,6 +50,14 @@ DATASET_SPLIT = {
     "wine": "heldout_dataset", "fashion_mnist": "heldout_dataset",
 }
 HELDOUT_MODELS = ("resmlp",)
+CLEAN_SEED = 0  # the key of `TrainingFamily.clean`'s training: one yardstick for every tuner
+
+
+@flax.struct.dataclass
+class TrainingTask:
+  """A task as data (`TrainingFamily.task_params`): its arrays, its static setup as aux data."""
+  data: data_lib.Data
+  setup: train_lib.TrainSetup = flax.struct.field(pytree_node=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +153,45 @@ class TrainingFamily(TaskFamily):
         "num_test": int(data.x_test.shape[0]), "epochs": setup.num_epochs,
         "steps_per_epoch": setup.steps_per_epoch}
     return Task(task_id, evaluate, info)
+
+  # ------------------------------------------- as an environment of the harness
+  def all_task_ids(self) -> list[str]:
+    """Every task, in the order `task_params` indexes them."""
+    return [f"{d}/{m}" for d, m in sorted(self._pairs())]
+
+  def task_params(self, index) -> TrainingTask:
+    """The task at ``index`` (a position in `all_task_ids`; concrete, not traced) as data."""
+    task_id = self.all_task_ids()[int(index)]
+    cache = self.__dict__.setdefault("_task_data", {})
+    if task_id not in cache:
+      setup, data = self.setup(task_id)
+      cache[task_id] = TrainingTask(data, setup)
+    return cache[task_id]
+
+  noise_free = True  # `evaluate` is `clean` (the harness reads a study's objectives as they are)
+
+  def evaluate(self, key: jax.Array, task: TrainingTask, points: Points) -> Evaluation:
+    """What a tuner sees of a batch: its training with the fixed key (``key`` is not used)."""
+    del key
+    m = self._train(task, points)
+    return Evaluation.of(m.objective, m.failed)
+
+  def clean(self, task: TrainingTask, points: Points) -> jax.Array:
+    """f32[B]: the objective (training with the fixed key `CLEAN_SEED`), NaN where it failed."""
+    m = self._train(task, points)
+    return jnp.where(m.failed, jnp.nan, m.objective)
+
+  def _train(self, task: TrainingTask, points: Points):
+    # One key for every configuration (not split per position): a configuration's objective
+    # is then the same in a batch of one, as a study asks, and in any other batch.
+    train = jax.vmap(train_lib.make_train(task.setup), in_axes=(None, 0, 0, None))
+    return train(jax.random.key(CLEAN_SEED), points.values, points.active, task.data)
+
+  def reference(self, key: jax.Array, task: TrainingTask, num: int = 4096, refine: int = 20
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(optimum, median, worst)`` of `clean` from ``num`` random configurations (see
+    `metatune.tasks.reference`); each one is a training run, so keep ``num`` small."""
+    return task_reference(key, self, task, num, refine)
 
   def _parse(self, task_id: str) -> tuple[str, str]:
     dataset, _, model = task_id.partition("/")
