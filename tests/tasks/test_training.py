@@ -297,6 +297,14 @@ def test_splits_hold_out_datasets_and_models():
   assert family.fidelity.name == "epoch" and len(family.fidelity.values) == 20
 
 
+def test_the_held_out_architecture_can_be_validation_tasks_on_every_dataset():
+  family = make_family({"models": ["resmlp"], "heldout_model_split": "meta_valid"})
+  splits = family.splits()
+  assert not splits["heldout_model"] and not splits["meta_train"]
+  assert splits["meta_valid"] == [f"{d}/resmlp" for d in sorted(data_lib.SKLEARN)]
+  assert "wine/resmlp" not in make_family({"models": ["resmlp"]}).task_ids()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"epoch": 3}, "unknown option 'epoch'"),
     ({"epochs": 0}, "option 'epochs'"),
@@ -307,6 +315,7 @@ def test_splits_hold_out_datasets_and_models():
     ({"datasets": ["cifar"]}, "option 'datasets'.*'cifar'"),
     ({"cache_dir": 3}, "option 'cache_dir'"),
     ({"space": 3}, "option 'space'"),
+    ({"heldout_model_split": "meta_train"}, "option 'heldout_model_split'"),
 ])
 def test_make_family_rejects_bad_options(options, message):
   with pytest.raises(ValueError, match=message):

@@ -71,12 +71,17 @@ class TrainingConfig:
     steps_per_epoch: optimizer steps per epoch; None for
       `train.default_steps_per_epoch` of each dataset.
     cache_dir: where prepared datasets are cached (see `data.cache_dir`).
+    heldout_model_split: the split of the held-out architecture's tasks (``HELDOUT_MODELS``):
+      ``heldout_model``, on the datasets of the other splits only (so each held-out split
+      changes one thing), or ``meta_valid``, on every listed dataset: validation tasks of that
+      architecture, where choices for it are made.
   """
   datasets: tuple[str, ...] = data_lib.SKLEARN
   models: tuple[str, ...] = models.MODELS
   epochs: int = 20
   steps_per_epoch: int | None = None
   cache_dir: str | None = None
+  heldout_model_split: str = "heldout_model"
 
 
 class TrainingFamily(TaskFamily):
@@ -115,7 +120,8 @@ class TrainingFamily(TaskFamily):
       for m in self.config.models:
         if m == "cnn" and data_lib.DATASETS[d].shape is None:
           continue  # tables have no spatial structure to convolve
-        if m in HELDOUT_MODELS and DATASET_SPLIT[d] == "heldout_dataset":
+        if (m in HELDOUT_MODELS and DATASET_SPLIT[d] == "heldout_dataset"
+            and self.config.heldout_model_split == "heldout_model"):
           continue  # would change the dataset and the model at once
         out.append((d, m))
     return out
@@ -124,7 +130,8 @@ class TrainingFamily(TaskFamily):
     out: dict[str, list[str]] = {s: [] for s in
                                  ("meta_train", "meta_valid", "heldout_dataset", "heldout_model")}
     for d, m in sorted(self._pairs()):
-      out["heldout_model" if m in HELDOUT_MODELS else DATASET_SPLIT[d]].append(f"{d}/{m}")
+      split = self.config.heldout_model_split if m in HELDOUT_MODELS else DATASET_SPLIT[d]
+      out[split].append(f"{d}/{m}")
     return out
 
   def setup(self, task_id: str) -> tuple[train_lib.TrainSetup, data_lib.Data]:
@@ -201,7 +208,9 @@ class TrainingFamily(TaskFamily):
     return dataset, model
 
 
-_OPTIONS = {"datasets", "models", "epochs", "steps_per_epoch", "cache_dir", "space"}
+_OPTIONS = {"datasets", "models", "epochs", "steps_per_epoch", "cache_dir", "space",
+            "heldout_model_split"}
+_HELDOUT_MODEL_SPLITS = ("heldout_model", "meta_valid")
 
 
 def _names(key: str, value: Any, known) -> tuple[str, ...]:
@@ -230,7 +239,8 @@ def make_family(options: dict, data_dir=None) -> TrainingFamily:
   (default all), ``epochs`` (default 20), ``steps_per_epoch`` (a number or
   ``auto``), ``cache_dir`` (default ``$METATUNE_CACHE_DIR`` or
   ``~/.cache/metatune/tfds``), ``space`` (``default`` or the path of a space file with the
-  training parameters, e.g. plus the residual MLP's own, `hparams.check_space`).
+  training parameters, e.g. plus the residual MLP's own, `hparams.check_space`),
+  ``heldout_model_split`` (``heldout_model`` or ``meta_valid``, `TrainingConfig`).
 
   Raises:
     ValueError: naming the unknown or mistyped option.
@@ -263,6 +273,11 @@ def make_family(options: dict, data_dir=None) -> TrainingFamily:
     if not isinstance(options["cache_dir"], str):
       raise ValueError(f"option 'cache_dir' must be a path, got {options['cache_dir']!r}")
     kwargs["cache_dir"] = options["cache_dir"]
+  if "heldout_model_split" in options:
+    if options["heldout_model_split"] not in _HELDOUT_MODEL_SPLITS:
+      raise ValueError(f"option 'heldout_model_split' must be one of "
+                       f"{', '.join(_HELDOUT_MODEL_SPLITS)}, got {options['heldout_model_split']!r}")
+    kwargs["heldout_model_split"] = options["heldout_model_split"]
   space = None
   if options.get("space", "default") != "default":
     if not isinstance(options["space"], str):
