@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from metatune import machine
 from metatune.reproduce import compare
 from metatune.reproduce import registry as reg
 
@@ -56,13 +57,16 @@ def test_a_fresh_clone_regenerates_the_committed_quick_tables(tmp_path):
 def _machine_note(expected: pathlib.Path) -> str:
   """Why tables may differ: the committed ones were written on another machine (or unknown)."""
   report = expected / "REPRODUCE.md"
-  found = re.search(r"Written by .*? on \S+ \(([^,]+),", report.read_text()) \
-      if report.is_file() else None
+  text = report.read_text() if report.is_file() else ""
+  found = re.search(r"Written by .*? on \S+ \(([^,]+),", text)
   if found is None:
     return "\n(no machine recorded in the committed REPRODUCE.md)"
-  if found.group(1) == platform.platform():
-    return f"\n(the committed tables were written on this platform, {found.group(1)})"
-  return (f"\n(the committed tables were written on {found.group(1)}, this machine is "
-          f"{platform.platform()}: XLA's floating-point results differ in the last bits between "
+  cpu = re.search(r"\(\S+, CPU: (.*?), \d+ CPU cores", text)
+  written = f"{found.group(1)}, CPU: {cpu.group(1) if cpu else 'not recorded'}"
+  here = f"{platform.platform()}, CPU: {machine.cpu()}"
+  if written == here:
+    return f"\n(the committed tables were written on this kind of machine, {here})"
+  return (f"\n(the committed tables were written on {written}; this machine is "
+          f"{here}: XLA's floating-point results differ in the last bits between "
           "CPUs, seeded training and surrogates differ with them and PPO amplifies them into "
-          "other priors; the comparison is exact only on the machine that wrote paper/quick)")
+          "other priors; the comparison is exact only on the kind of CPU that wrote paper/quick)")

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metatune import machine as hostcpu
 from metatune.data import builder
 from metatune.evaluation import peers
 from metatune.evaluation.experiment import Experiment, TunerSpec, error_at
@@ -389,7 +390,8 @@ class Harness:
         "overrides": list(self.exp.overrides),
         "command": (f"metatune evaluate {_shown(self.exp.source)} --out {_shown(self.out)}"
                     + "".join(f" --set {shlex.quote(o)}" for o in self.exp.overrides)),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+        "machine": {"platform": platform.platform(), "cpu": hostcpu.cpu(),
+                    "cpus": os.cpu_count(),
                     "jax": jax.__version__, "backend": jax.default_backend(),
                     "load_average": round(os.getloadavg()[0], 2)},
     }

@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence, TextIO
 
+from metatune import machine as hostcpu
 from metatune.reproduce.registry import PROFILES, Registry, Step, order, resolve
 from metatune.space import yamlio
 from metatune.space.errors import SpaceError
@@ -84,13 +85,15 @@ def detect_gpu() -> bool:
 
 
 def machine() -> dict[str, Any]:
-  """Platform, CPU count, jax version and 1-minute load average (jax is not imported)."""
+  """Platform, CPU (`metatune.machine.cpu`), CPU count, jax version and 1-minute load average
+  (jax is not imported)."""
   try:
     jax_version = importlib.metadata.version("jax")
   except importlib.metadata.PackageNotFoundError:
     jax_version = "not installed"
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  return {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax_version,
+  return {"platform": platform.platform(), "cpu": hostcpu.cpu(), "cpus": os.cpu_count(),
+          "jax": jax_version,
           "load_average": round(load, 2)}
 
 
@@ -555,7 +558,8 @@ def commands_text(items: list[Item], profile: str, data_dir: str | None) -> str:
 def _machine_text(m: dict | None) -> str:
   if not m:
     return "-"
-  return (f"{m.get('platform')}, {m.get('cpus')} CPUs, jax {m.get('jax')}, load "
+  cpu = f"{m['cpu']}, " if m.get("cpu") else ""
+  return (f"{m.get('platform')}, {cpu}{m.get('cpus')} CPUs, jax {m.get('jax')}, load "
           f"{m.get('load_average')}")
 
 
@@ -582,7 +586,7 @@ def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | No
       f"# Reproducing the paper: the {profile} profile", "",
       f"Written by `metatune reproduce --profile {profile}` on "
       f"{datetime.datetime.now().isoformat(timespec='seconds')} ({now['platform']}, "
-      f"{now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average {now['load_average']} "
+      f"CPU: {now['cpu']}, {now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average {now['load_average']} "
       f"when written); data folder: {'given' if data_dir else 'none'}; GPU: {gpu_text}. "
       f"{summary(items)}.{wall_text}", "",
       f"Each entry's output is in `{paper}/logs/NAME.log`. An entry is up to date when its stamp "
