@@ -187,7 +187,8 @@ def _provenance(result: dict) -> str:
                "included: " + ", ".join(f"{k} {v:.0f} s" for k, v in compiled.items())
                ) if compiled else ""
   cpu = f"CPU: {m['cpu']}, " if m.get("cpu") else ""
-  return (f"Produced by `{result['command']}` ({m.get('platform')}, {cpu}{m.get('cpus')} CPU cores, "
+  return (f"Produced by `{result['command']}` ({m.get('platform')}, {cpu}"
+          f"{m.get('cpus')} CPU cores, "
           f"jax {m.get('jax')} on {m.get('backend')}, 1-minute load average "
           f"{m.get('load_average')} when written). Wall time of the cells, summed over tuners "
           f"(compilation included): {seconds / 60:.1f} min{compiling}; the cells may come from "

@@ -93,8 +93,7 @@ def machine() -> dict[str, Any]:
     jax_version = "not installed"
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   return {"platform": platform.platform(), "cpu": hostcpu.cpu(), "cpus": os.cpu_count(),
-          "jax": jax_version,
-          "load_average": round(load, 2)}
+          "jax": jax_version, "load_average": round(load, 2)}
 
 
 def _files_of(config: pathlib.Path) -> list[pathlib.Path]:
@@ -586,7 +585,8 @@ def report(items: list[Item], profile: str, data_dir: str | None, gpu: bool | No
       f"# Reproducing the paper: the {profile} profile", "",
       f"Written by `metatune reproduce --profile {profile}` on "
       f"{datetime.datetime.now().isoformat(timespec='seconds')} ({now['platform']}, "
-      f"CPU: {now['cpu']}, {now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average {now['load_average']} "
+      f"CPU: {now['cpu']}, {now['cpus']} CPU cores, jax {now['jax']}, 1-minute load average "
+      f"{now['load_average']} "
       f"when written); data folder: {'given' if data_dir else 'none'}; GPU: {gpu_text}. "
       f"{summary(items)}.{wall_text}", "",
       f"Each entry's output is in `{paper}/logs/NAME.log`. An entry is up to date when its stamp "
