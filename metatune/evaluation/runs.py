@@ -32,7 +32,7 @@ def live_run(tuner: Tuner, family, budget: int) -> Callable:
   """
   steps = -(-budget // tuner.batch_size)
   d = tuner.space.num_params
-  noise_free = getattr(family, "noise_free", False)
+  noise_free = family.noise_free
 
   def run(key, task):
     _, trace = run_tuning(key, tuner, lambda k, p: family.evaluate(k, task, p), steps)

@@ -99,12 +99,14 @@ class TaskFamily:
   """Base class of task families.
 
   Subclasses set ``name``, ``space``, ``fidelity`` (or None), ``cost_unit`` and
-  implement `splits` and `task`.
+  implement `splits` and `task`. ``noise_free`` is true where a live environment's
+  ``evaluate`` gives its ``clean`` objective (so the harness reads what a study saw).
   """
   name: str = "family"
   space: Space
   fidelity: Fidelity | None = None
   cost_unit: str = "none"
+  noise_free: bool = False
 
   def splits(self) -> dict[str, list[str]]:
     """Task ids per split (keys: ``SPLITS``)."""

@@ -97,6 +97,7 @@ class TrainingFamily(TaskFamily):
 
   name = "training"
   cost_unit = "flops"
+  noise_free = True  # `evaluate` is `clean` (the harness reads a study's objectives as they are)
 
   def __init__(self, config: TrainingConfig = TrainingConfig(),
                data_dir: str | os.PathLike | None = None, space: Space | None = None):
@@ -113,6 +114,7 @@ class TrainingFamily(TaskFamily):
     self.space = space if space is not None else hp.default_space()
     self.max_layers, self.max_width, _ = hp.check_space(self.space)
     self.fidelity = Fidelity("epoch", tuple(float(e) for e in range(1, config.epochs + 1)))
+    self._task_data: dict[str, TrainingTask] = {}  # `task_params`, loaded once per task
 
   def _pairs(self) -> list[tuple[str, str]]:
     out = []
@@ -169,13 +171,10 @@ class TrainingFamily(TaskFamily):
   def task_params(self, index) -> TrainingTask:
     """The task at ``index`` (a position in `all_task_ids`; concrete, not traced) as data."""
     task_id = self.all_task_ids()[int(index)]
-    cache = self.__dict__.setdefault("_task_data", {})
-    if task_id not in cache:
+    if task_id not in self._task_data:
       setup, data = self.setup(task_id)
-      cache[task_id] = TrainingTask(data, setup)
-    return cache[task_id]
-
-  noise_free = True  # `evaluate` is `clean` (the harness reads a study's objectives as they are)
+      self._task_data[task_id] = TrainingTask(data, setup)
+    return self._task_data[task_id]
 
   def evaluate(self, key: jax.Array, task: TrainingTask, points: Points) -> Evaluation:
     """What a tuner sees of a batch: its training with the fixed key (``key`` is not used)."""
@@ -274,10 +273,11 @@ def make_family(options: dict, data_dir=None) -> TrainingFamily:
       raise ValueError(f"option 'cache_dir' must be a path, got {options['cache_dir']!r}")
     kwargs["cache_dir"] = options["cache_dir"]
   if "heldout_model_split" in options:
-    if options["heldout_model_split"] not in _HELDOUT_MODEL_SPLITS:
+    split = options["heldout_model_split"]
+    if split not in _HELDOUT_MODEL_SPLITS:
       raise ValueError(f"option 'heldout_model_split' must be one of "
-                       f"{', '.join(_HELDOUT_MODEL_SPLITS)}, got {options['heldout_model_split']!r}")
-    kwargs["heldout_model_split"] = options["heldout_model_split"]
+                       f"{', '.join(_HELDOUT_MODEL_SPLITS)}, got {split!r}")
+    kwargs["heldout_model_split"] = split
   space = None
   if options.get("space", "default") != "default":
     if not isinstance(options["space"], str):
