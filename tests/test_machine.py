@@ -2,7 +2,7 @@
 
 from metatune import machine
 from metatune.evaluation import report
-from metatune.reproduce import runner
+from metatune.reproduce import runner, text
 
 X86 = "processor\t: 0\nmodel name\t: Xeon Gold\nflags\t\t: fpu sse avx2 avx512f amx_tile\n\n" \
       "processor\t: 1\nmodel name\t: Xeon Gold\nflags\t\t: fpu sse avx2 avx512f amx_tile\n"
@@ -17,8 +17,8 @@ def test_the_cpu_text_names_the_model_and_the_instruction_sets_xla_uses():
 
 def test_reports_record_the_cpu():
   assert runner.machine()["cpu"] == machine.cpu()
-  text = runner.report([], "quick", None, False)
-  assert f"CPU: {machine.cpu()}, " in text
+  md = text.report([], "quick", None, False)
+  assert f"CPU: {machine.cpu()}, " in md
   result = {"command": "metatune evaluate x.yaml --out y", "runs": {},
             "machine": {"platform": "Linux-x", "cpu": "Xeon (avx2)", "cpus": 2}}
   assert "(Linux-x, CPU: Xeon (avx2), 2 CPU cores" in report._provenance(result)

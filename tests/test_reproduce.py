@@ -12,7 +12,7 @@ import pytest
 from metatune import cli
 from metatune.evaluation.experiment import load_experiment
 from metatune.reproduce import registry as reg
-from metatune.reproduce import runner
+from metatune.reproduce import runner, text
 from metatune.space import SpaceError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -256,11 +256,11 @@ def test_only_runs_an_entry_and_what_it_needs(tmp_path):
   items = plan(tmp_path, only=["b"])
   assert status(items) == {"a": "run", "b": "run", "c": "unselected"}
   assert runner.run(items, tmp_path) and runs(tmp_path) == ["a", "b"]
-  text = runner.report(items, "quick", None, False)
-  assert "| 3 | c | " in text and "not selected (--only)" in text
-  assert "wall time" not in text
-  text = runner.report(items, "quick", None, False, wall=(125.0, 2))
-  assert "This run: 2 entries in 125 s of wall time (2.1 min) with --jobs 2" in text
+  md = text.report(items, "quick", None, False)
+  assert "| 3 | c | " in md and "not selected (--only)" in md
+  assert "wall time" not in md
+  md = text.report(items, "quick", None, False, wall=(125.0, 2))
+  assert "This run: 2 entries in 125 s of wall time (2.1 min) with --jobs 2" in md
 
 
 # ------------------------------------------------------------------ the real registry

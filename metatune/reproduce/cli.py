@@ -57,7 +57,7 @@ def _compare(registry, args, root: pathlib.Path) -> int:
 def cmd_reproduce(args) -> int:
   # pylint: disable=import-outside-toplevel
   from metatune.reproduce import registry as reg
-  from metatune.reproduce import runner
+  from metatune.reproduce import runner, text
   root = pathlib.Path.cwd()
   path = pathlib.Path(args.registry or REGISTRY)
   if not path.is_file():
@@ -77,12 +77,12 @@ def cmd_reproduce(args) -> int:
     gpu = runner.detect_gpu()
   items = runner.plan(registry, args.profile, root, args.only or (), data_dir, gpu=gpu)
   if args.list:
-    print(runner.plan_text(items, args.profile, str(path)))
+    print(text.plan_text(items, args.profile, str(path)))
     return 0
   if args.dry_run:
-    print(runner.commands_text(items, args.profile, data_dir))
+    print(text.commands_text(items, args.profile, data_dir))
     return 0
-  print(f"metatune reproduce --profile {args.profile}: {runner.summary(items)} "
+  print(f"metatune reproduce --profile {args.profile}: {text.summary(items)} "
         "(--list says why)", flush=True)
   ok = False
   start = time.perf_counter()
@@ -90,7 +90,7 @@ def cmd_reproduce(args) -> int:
     ok = runner.run(items, root, data_dir, out=sys.stderr, live=sys.stderr.isatty(),
                     jobs=args.jobs)
   finally:
-    written = runner.write_report(items, args.profile, root, data_dir, gpu,
+    written = text.write_report(items, args.profile, root, data_dir, gpu,
                                   wall=(time.perf_counter() - start, args.jobs))
   if not ok:
     # With --jobs, entries that were running when one failed may have failed too.
