@@ -91,7 +91,7 @@ def cmd_reproduce(args) -> int:
                     jobs=args.jobs)
   finally:
     written = text.write_report(items, args.profile, root, data_dir, gpu,
-                                  wall=(time.perf_counter() - start, args.jobs))
+                                wall=(time.perf_counter() - start, args.jobs))
   if not ok:
     # With --jobs, entries that were running when one failed may have failed too.
     for failed in (i for i in items if i.status == "failed"):
