@@ -9,7 +9,7 @@ An experiment config::
   budget: 100                    # trials per study
   seeds: 10                      # studies per task (paired across tuners)
   seed: 0
-  checkpoints: [1, 5, 10, 25, 50, 100]
+  checkpoints: [1, 5, 10, 25, 50, 100]  # those past the budget are left out (and said so)
   reference: gp_bo               # trials each tuner needs to reach this one's final regret
   no_transfer: gp_bo             # negative-transfer rate of transfer tuners against this one
   worse_tolerance: 0.0           # a run is "worse" when its regret exceeds the other's by more

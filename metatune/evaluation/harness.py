@@ -35,7 +35,7 @@ import numpy as np
 from metatune import machine as hostcpu
 from metatune.data import builder
 from metatune.evaluation import peers
-from metatune.evaluation.experiment import Experiment, TunerSpec, error_at
+from metatune.evaluation.experiment import DEFAULT_CHECKPOINTS, Experiment, TunerSpec, error_at
 from metatune.evaluation.runs import live_run, many_seeds, nearest_available, pool_run
 from metatune.space import SpaceError
 from metatune.tasks import registry
@@ -112,6 +112,13 @@ class Harness:
         raise SpaceError(f"budget {exp.budget} exceeds the pool of task {small!r} "
                          f"({sizes[small]} recorded configurations); pool runs draw without "
                          "replacement", exp.source)
+    past = [c for c in exp.checkpoints if c > exp.budget]
+    if past and exp.checkpoints != DEFAULT_CHECKPOINTS:
+      # Not an error: `--set budget=20` on a config written for 50 trials is a common shortcut
+      # (the quick profile uses it), but the table should not lose columns without a word.
+      log(f"note: checkpoint{'s' if len(past) > 1 else ''} {', '.join(map(str, past))} of "
+          f"{exp.source} lie{'' if len(past) > 1 else 's'} past the budget of {exp.budget} "
+          f"trials and {'are' if len(past) > 1 else 'is'} not reported")
     self.compiles: dict[str, int] = {}
     self.seconds: dict[str, float] = {}
     self.compile_seconds: dict[str, float] = {}

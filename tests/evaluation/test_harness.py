@@ -49,9 +49,13 @@ def test_every_tuner_compiles_once_for_all_tasks(pooled, tmp_path):
   tuners = ("  random: {}\n  quasi_random: {}\n"
             "  gp_bo: {options: {num_candidates: 64, fit_steps: 10, refit_steps: 3}}\n")
   exp = load_experiment(experiment(tmp_path, pooled["family"], tuners, budget=12, seeds=2))
-  res = run_experiment(exp, tmp_path / "out", progress=False, log=lambda _: None)
+  said = []
+  res = run_experiment(exp, tmp_path / "out", progress=False, log=said.append)
   # Four tasks with pools of 150-180 records: one compiled function each.
   assert res["compiles"] == {"random": 1, "quasi_random": 1, "gp_bo": 1}
+  # The config's checkpoints 20 and 100 lie past the budget: left out, and said so.
+  assert res["checkpoints"] == [1, 5, 10]
+  assert sum("checkpoints 20, 100 of" in m and "past the budget of 12" in m for m in said) == 1
   table = (tmp_path / "out" / "table.md").read_text()
   main, _, paired = table.partition("\nPaired difference")
   assert main.count("| gp_bo |") == 1                  # one row per tuner
