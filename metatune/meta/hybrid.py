@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from metatune.meta.transfer import TransferData, smoothed_profile
+from metatune.meta.transfer import KERNEL_SCALE, TransferData, smoothed_profile
 from metatune.networks import policy as pol
 from metatune.networks.tokens import space_info
 from metatune.space import Space, sampling
@@ -103,7 +103,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  policy_horizon: int | None = None, num_rescue: int = 10,
                  rescue_below: float = 0.01, rescue_until: int = 20,
                  beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
-                 belief_free_every: int = 3,
+                 belief_free_every: int = 3, kernel_locs: tuple[float, ...] | None = None,
                  name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
@@ -150,11 +150,22 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       still meets configurations that miss it: without them there is no evidence either way.
       (belief_confidence and belief_free_every were chosen on meta-validation tasks:
       `configs/experiments/validation/beliefs_check.yaml`.)
+    kernel_locs: per feature of ``space``, the log-lengthscales that centre the kernel's
+      lengthscale prior (with scale `metatune.meta.transfer.KERNEL_SCALE`) and start its
+      first fit: a kernel transferred from the training tasks
+      (`metatune.meta.transfer.kernel_locs`). None: GP-BO's prior.
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
   history_size = history_size or min(budget, 256)
-  prior = GPPrior.for_space(space)
+  if kernel_locs is None:
+    prior = GPPrior.for_space(space)
+  else:
+    if len(kernel_locs) != sampling.feature_size(space):
+      raise ValueError(f"kernel_locs has {len(kernel_locs)} entries; the space "
+                       f"{space.name!r} has {sampling.feature_size(space)} features")
+    prior = GPPrior.for_space(space, lengthscale_locs=tuple(float(v) for v in kernel_locs),
+                              lengthscale_scale=KERNEL_SCALE)
   cap, layout = history_size, prior.layout
   has_transfer = transfer is not None
   if has_transfer:

@@ -8,6 +8,10 @@ them (`metatune.tuners.portfolio`). The hybrid prior (`metatune.meta.hybrid`)
 starts from the portfolio and uses the profile as a prior mean, smoothed over
 the space. Stored in the prior folder as ``transfer.npz``.
 
+The design also says which parameters matter: `kernel_locs` fits GP-BO's kernel to the
+profile, and its lengthscales can centre the new study's lengthscale prior (the hybrid's
+``kernel_locs``), in the spirit of pre-trained GP priors (HyperBO, Wang et al., 2024).
+
 On another space that shares most of its parameters with the training space (an
 architecture with a few parameters of its own, say), `project` carries the design
 over: shared parameters keep their values, the new ones take their defaults, and
@@ -29,7 +33,7 @@ import numpy as np
 from metatune.meta import compat
 from metatune.space import Space, SpaceError, sampling
 from metatune.tuners.base import Points
-from metatune.tuners.gp_model import feature_layout, sq_distance
+from metatune.tuners.gp_model import GPPrior, feature_layout, fit, sq_distance, standardize
 from metatune.tuners.portfolio import greedy_order, normalized_regret
 
 FILE = "transfer.npz"
@@ -204,3 +208,24 @@ def smoothed_profile(space: Space, data: TransferData, points: Points,
   d2 = sq_distance(f, f_design, jnp.ones(f.shape[-1], jnp.float32), layout)
   w = jax.nn.softmax(-d2 / temperature, axis=-1)
   return w @ jnp.asarray(data.profile)
+
+
+# The log-normal scale of a transferred lengthscale prior: a factor of e either way for one sd,
+# against sqrt(3) for GP-BO's own. Fixed before any validation run, not tuned.
+KERNEL_SCALE = 1.0
+
+
+def kernel_locs(space: Space, data: TransferData, steps: int = 200) -> tuple[float, ...]:
+  """Log-lengthscales, one per feature of ``space``, of GP-BO's kernel fitted to the profile.
+
+  GP-BO's GP (`metatune.tuners.gp_model.GPPrior.for_space`) is fitted by MAP to the
+  standardized profile over the design (``data`` in ``space``: the prior's own, or
+  `project`'s). A parameter that the design leaves constant (a new one, at its default) gives
+  its features no evidence, and they keep GP-BO's prior location.
+  """
+  prior = GPPrior.for_space(space)
+  x = sampling.featurize(space, jnp.asarray(data.values), jnp.asarray(data.active))
+  mask = jnp.ones(x.shape[0], bool)
+  y = standardize(jnp.asarray(data.profile, jnp.float32), mask)
+  params, _ = jax.jit(lambda x, y: fit(prior.init(), x, y, mask, prior, steps))(x, y)
+  return tuple(float(v) for v in np.asarray(params.log_lengthscale))

@@ -86,6 +86,9 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   then they are carried into a space that shares at least half of its parameters with the
   training space (`metatune.meta.transfer.project`: shared parameters keep their values, new
   ones take their defaults; a space that shares less gets a warning and none).
+  ``transfer_kernel=True`` centres the GP's lengthscale prior on the kernel fitted to the
+  prior's profile (`metatune.meta.transfer.kernel_locs`), on the training space or carried
+  into another one as above (the design and portfolio stay behind unless ``carry_over``).
   ``mode="policy"`` is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
@@ -130,21 +133,31 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   if isinstance(options.get("beliefs"), (str, os.PathLike)):   # a space file's beliefs
     options["beliefs"] = beliefs.load(options["beliefs"], space)
   carry_over = options.pop("carry_over", False)
-  if not isinstance(carry_over, bool):
-    raise ValueError(f"carry_over must be true or false, got {carry_over!r}")
-  if card.get("space_signature") == space.signature:
-    data = transfer.load(path, space)
-  elif carry_over:
-    data = _carried_over(path, card, space)
-  else:
-    data = None
+  transfer_kernel = options.pop("transfer_kernel", False)
+  for key, value in (("carry_over", carry_over), ("transfer_kernel", transfer_kernel)):
+    if not isinstance(value, bool):
+      raise ValueError(f"{key} must be true or false, got {value!r}")
+  same = card.get("space_signature") == space.signature
+  projected = None
+  if not same and (carry_over or transfer_kernel):
+    projected = _carried_over(path, card, space,
+                              "carry_over" if carry_over else "transfer_kernel")
+  data = transfer.load(path, space) if same else projected if carry_over else None
+  if transfer_kernel:
+    source = transfer.load(path, space) if same else projected
+    if source is None and same:
+      warnings.warn(f"transfer_kernel: the prior {path} has no {transfer.FILE}; the kernel "
+                    "keeps GP-BO's prior", compat.SpaceMismatchWarning, stacklevel=2)
+    if source is not None:
+      options["kernel_locs"] = transfer.kernel_locs(space, source)
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,
                              **options)
 
 
-def _carried_over(path, card, space: Space):
-  """The prior's transfer data projected into ``space``, or None with a warning saying why."""
+def _carried_over(path, card, space: Space, option: str = "carry_over"):
+  """The prior's transfer data projected into ``space``, or None with a warning saying why
+  (naming the ``option`` that asked)."""
   # pylint: disable=import-outside-toplevel
   from metatune.meta import compat, transfer
   raw = transfer.read(path)
@@ -160,6 +173,8 @@ def _carried_over(path, card, space: Space):
     shared = transfer.shared_parameters(description, space)
     why = (f"only {len(shared)} of the {space.num_params} parameters of {space.name!r} are in "
            f"its training space (at least half must be)")
-  warnings.warn(f"carry_over: the prior {path} keeps its policy but not its design and "
-                f"portfolio: {why}", compat.SpaceMismatchWarning, stacklevel=3)
+  kept = ("keeps its policy but not its design and portfolio" if option == "carry_over" else
+          "transfers no kernel")
+  warnings.warn(f"{option}: the prior {path} {kept}: {why}", compat.SpaceMismatchWarning,
+                stacklevel=3)
   return None

@@ -80,6 +80,7 @@ class GPPrior:
   """
   num_features: int
   lengthscale_median: float | None = None  # default: exp(sqrt(2)) * sqrt(num_features)
+  lengthscale_locs: tuple[float, ...] | None = None  # per feature, log; overrides the median
   lengthscale_scale: float = math.sqrt(3.0)
   signal_loc: float = 0.0
   signal_scale: float = 1.0
@@ -106,14 +107,22 @@ class GPPrior:
     return cls(sampling.feature_size(space), layout=feature_layout(space), **settings)
 
   @property
-  def lengthscale_loc(self) -> float:
+  def lengthscale_loc(self) -> float | np.ndarray:
+    """The log-lengthscales' prior location: one for every feature, or ``f32[F]`` when
+    ``lengthscale_locs`` gives one per feature (a kernel transferred from training tasks,
+    `metatune.meta.transfer.kernel_locs`)."""
+    if self.lengthscale_locs is not None:
+      if len(self.lengthscale_locs) != self.num_features:
+        raise ValueError(f"lengthscale_locs has {len(self.lengthscale_locs)} entries for "
+                         f"{self.num_features} features")
+      return np.asarray(self.lengthscale_locs, np.float32)
     if self.lengthscale_median is not None:
       return math.log(self.lengthscale_median)
     return math.sqrt(2.0) + 0.5 * math.log(self.num_features)
 
   def init(self) -> GPParams:
     """The prior medians."""
-    f32 = lambda v, shape=(): jnp.full(shape, v, jnp.float32)
+    f32 = lambda v, shape=(): jnp.broadcast_to(jnp.asarray(v, jnp.float32), shape)
     noise = min(max(self.noise_loc, math.log(self.noise_bounds[0])),
                 math.log(self.noise_bounds[1]))
     return GPParams(f32(self.lengthscale_loc, (self.num_features,)), f32(self.signal_loc),

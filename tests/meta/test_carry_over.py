@@ -113,3 +113,49 @@ def test_carry_over_on_a_space_that_shares_too_little_warns_why(prior_folder):
     prior_tuner(other, path=str(prior_folder), carry_over=True)
   messages = [str(w.message) for w in record]
   assert any("carry_over" in m and "only 1 of the 3 parameters" in m for m in messages), messages
+
+
+def test_a_transferred_kernel_says_which_parameters_matter():
+  """The profile varies with lr only: lr's lengthscale comes out shorter than width's, and a
+  parameter the design leaves constant (the target's depth) keeps GP-BO's prior location."""
+  rng = np.random.default_rng(0)
+  configs = [{"optimizer": "adam", "lr": float(10 ** rng.uniform(-4, 0)),
+              "width": int(rng.integers(8, 201))} for _ in range(64)]
+  lr = np.log10([c["lr"] for c in configs])
+  profile = np.clip(np.abs(lr + 2.0) / 2.0, 0.0, 1.0)  # best at lr = 1e-2, width irrelevant
+  data = _data(configs, profile, [int(np.argmin(profile))])
+  locs = np.asarray(transfer.kernel_locs(SOURCE, data))
+  names = ["optimizer=sgd", "optimizer=adam", "lr", "momentum", "width"]
+  at = {n: i for i, n in enumerate(names)}
+  assert locs[at["lr"]] < locs[at["width"]] - 1.0, locs
+  out = transfer.project(data, compat.describe_space(SOURCE), TARGET)
+  target_locs = np.asarray(transfer.kernel_locs(TARGET, out))
+  depth = 6  # optimizer (3 choices), lr, momentum, width, then depth
+  assert target_locs[depth] == pytest.approx(0.0, abs=1e-3)   # log of GP-BO's median, 1
+  assert target_locs[3] < target_locs[5] - 1.0, target_locs      # lr against width
+
+
+def test_the_prior_tuner_can_take_only_the_kernel(prior_folder):
+  import jax  # pylint: disable=import-outside-toplevel
+  from metatune.meta import hybrid  # pylint: disable=import-outside-toplevel
+  from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+  with pytest.warns(compat.SpaceMismatchWarning, match="never saw: depth"):
+    tuner = prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=True)
+  state = tuner.init(jax.random.key(1))
+  raw = transfer.read(prior_folder)
+  locs = transfer.kernel_locs(TARGET, transfer.project(raw, compat.describe_space(SOURCE),
+                                                       TARGET))
+  np.testing.assert_allclose(state.params.log_lengthscale, locs, rtol=1e-6)
+  assert not bool(state.used.any()) and state.used.shape == (1,)  # no portfolio carried
+  with pytest.raises(ValueError, match="kernel_locs has 2 entries; the space 'target' has"):
+    hybrid.hybrid_tuner(TARGET, kernel_locs=(0.0, 0.0))
+  with pytest.raises(ValueError, match="transfer_kernel must be true or false"), pytest.warns(
+      compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=1)
+  other = io.loads("parameters:\n  lr: {type: float, low: 1e-4, high: 1.0, log: true}\n"
+                   "  a: {type: float, low: 0, high: 1}\n  b: {type: float, low: 0, high: 1}\n")
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    prior_tuner(other, path=str(prior_folder), transfer_kernel=True)
+  assert any("transfer_kernel" in str(w.message) and "transfers no kernel" in str(w.message)
+             for w in record), [str(w.message) for w in record]
