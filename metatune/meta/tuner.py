@@ -137,19 +137,19 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   for key, value in (("carry_over", carry_over), ("transfer_kernel", transfer_kernel)):
     if not isinstance(value, bool):
       raise ValueError(f"{key} must be true or false, got {value!r}")
-  same = card.get("space_signature") == space.signature
-  projected = None
-  if not same and (carry_over or transfer_kernel):
-    projected = _carried_over(path, card, space,
-                              "carry_over" if carry_over else "transfer_kernel")
-  data = transfer.load(path, space) if same else projected if carry_over else None
-  if transfer_kernel:
-    source = transfer.load(path, space) if same else projected
-    if source is None and same:
+  # data: what the hybrid uses as design, profile and portfolio; source: what a kernel is fit to.
+  if card.get("space_signature") == space.signature:
+    data = source = transfer.load(path, space)
+    if source is None and transfer_kernel:
       warnings.warn(f"transfer_kernel: the prior {path} has no {transfer.FILE}; the kernel "
                     "keeps GP-BO's prior", compat.SpaceMismatchWarning, stacklevel=2)
-    if source is not None:
-      options["kernel_locs"] = transfer.kernel_locs(space, source)
+  elif carry_over or transfer_kernel:
+    source = _carried_over(path, card, space, "carry_over" if carry_over else "transfer_kernel")
+    data = source if carry_over else None
+  else:
+    data = source = None
+  if transfer_kernel and source is not None:
+    options["kernel_locs"] = transfer.kernel_locs(space, source)
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,
                              **options)

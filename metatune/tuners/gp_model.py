@@ -92,6 +92,11 @@ class GPPrior:
   noise_bounds: tuple[float, float] = (1e-5, 1.0)
   layout: tuple[int, ...] | None = None
 
+  def __post_init__(self):
+    if self.lengthscale_locs is not None and len(self.lengthscale_locs) != self.num_features:
+      raise ValueError(f"lengthscale_locs has {len(self.lengthscale_locs)} entries for "
+                       f"{self.num_features} features")
+
   @classmethod
   def for_space(cls, space: Space, **overrides) -> "GPPrior":
     """The prior GP-BO uses on a space: activity-aware kernel, calibrated defaults.
@@ -112,9 +117,6 @@ class GPPrior:
     ``lengthscale_locs`` gives one per feature (a kernel transferred from training tasks,
     `metatune.meta.transfer.kernel_locs`)."""
     if self.lengthscale_locs is not None:
-      if len(self.lengthscale_locs) != self.num_features:
-        raise ValueError(f"lengthscale_locs has {len(self.lengthscale_locs)} entries for "
-                         f"{self.num_features} features")
       return np.asarray(self.lengthscale_locs, np.float32)
     if self.lengthscale_median is not None:
       return math.log(self.lengthscale_median)
