@@ -104,7 +104,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  rescue_below: float = 0.01, rescue_until: int = 20,
                  beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
                  belief_free_every: int = 3, kernel_locs: tuple[float, ...] | None = None,
-                 name: str = "prior") -> Tuner:
+                 design: Points | None = None, name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
   Args:
@@ -154,6 +154,11 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       lengthscale prior (with scale `metatune.meta.transfer.KERNEL_SCALE`) and start its
       first fit: a kernel transferred from the training tasks
       (`metatune.meta.transfer.kernel_locs`). None: GP-BO's prior.
+    design: configurations that lead the initial design when there is no transfer data
+      (the first entries of a prior's portfolio carried into this space: the prior tuner's
+      ``carry_design``); the rest of the initial design is random, and nothing else of the
+      prior (profile, portfolio candidates, guard) comes with them. Ignored with ``transfer``,
+      whose whole portfolio leads.
     name: label for reports.
   """
   horizon = float(policy_horizon or budget)
@@ -178,6 +183,17 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     port_values = jnp.zeros((1, space.num_params), jnp.float32)
     port_active = jnp.zeros((1, space.num_params), bool)
   num_port = port_values.shape[0] if has_transfer else 0
+  # The configurations that lead the initial design: the portfolio, or a carried-over design.
+  lead_values, lead_active, num_lead = port_values, port_active, num_port
+  if design is not None and not has_transfer:
+    lead_values = jnp.asarray(design.values, jnp.float32)
+    lead_active = jnp.asarray(design.active, bool)
+    if lead_values.ndim != 2 or lead_values.shape[1] != space.num_params or (
+        lead_active.shape != lead_values.shape):
+      raise ValueError(f"design must be [N, {space.num_params}] values and active flags of "
+                       f"the space {space.name!r}, got {lead_values.shape} and "
+                       f"{lead_active.shape}")
+    num_lead = lead_values.shape[0]
   info = space_info(space) if policy is not None else None
   if policy is not None:
     graphdef, pparams, pconfig = policy
@@ -278,11 +294,11 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
 
   def initial(key, state):
     pos = state.asked + jnp.arange(batch_size)
-    take = jnp.minimum(pos, max(num_port, 1) - 1)
+    take = jnp.minimum(pos, max(num_lead, 1) - 1)
     fill_u, fill_a = sampling.sample(key, space, batch_size)
-    inside = (pos < num_port)[:, None]
-    return Points(jnp.where(inside, port_values[take], fill_u),
-                  jnp.where(inside, port_active[take], fill_a))
+    inside = (pos < num_lead)[:, None]
+    return Points(jnp.where(inside, lead_values[take], fill_u),
+                  jnp.where(inside, lead_active[take], fill_a))
 
   def screened(key, state):
     rand_key, fill_key, pol_key, search_key = jax.random.split(key, 4)

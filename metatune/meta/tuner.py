@@ -8,6 +8,7 @@ from typing import Any
 
 import flax.struct
 import jax
+import numpy as np
 from flax import nnx
 
 from metatune.networks import policy as pol
@@ -89,6 +90,10 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   ``transfer_kernel=True`` centres the GP's lengthscale prior on the kernel fitted to the
   prior's profile (`metatune.meta.transfer.kernel_locs`), on the training space or carried
   into another one as above (the design and portfolio stay behind unless ``carry_over``).
+  ``carry_design=K`` carries only the first ``K`` configurations of the portfolio into another
+  space (as ``carry_over`` does; an alternative to it): they lead the initial design, whose
+  other entries stay random, and the profile, the portfolio's candidates and the guard stay
+  behind. On the training space the whole portfolio leads anyway, so it changes nothing there.
   ``mode="policy"`` is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
@@ -134,18 +139,30 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
     options["beliefs"] = beliefs.load(options["beliefs"], space)
   carry_over = options.pop("carry_over", False)
   transfer_kernel = options.pop("transfer_kernel", False)
+  carry_design = options.pop("carry_design", 0)
   for key, value in (("carry_over", carry_over), ("transfer_kernel", transfer_kernel)):
     if not isinstance(value, bool):
       raise ValueError(f"{key} must be true or false, got {value!r}")
+  if not isinstance(carry_design, int) or isinstance(carry_design, bool) or carry_design < 0:
+    raise ValueError(f"carry_design must be a whole number >= 0, got {carry_design!r}")
+  if carry_design and carry_over:
+    raise ValueError("carry_design and carry_over are alternatives: carry_over already "
+                     "carries the whole portfolio (with the profile); set one of them")
   # data: what the hybrid uses as design, profile and portfolio; source: what a kernel is fit to.
   if card.get("space_signature") == space.signature:
     data = source = transfer.load(path, space)
     if source is None and transfer_kernel:
       warnings.warn(f"transfer_kernel: the prior {path} has no {transfer.FILE}; the kernel "
                     "keeps GP-BO's prior", compat.SpaceMismatchWarning, stacklevel=2)
-  elif carry_over or transfer_kernel:
-    source = _carried_over(path, card, space, "carry_over" if carry_over else "transfer_kernel")
+  elif carry_over or transfer_kernel or carry_design:
+    option = ("carry_over" if carry_over else "carry_design" if carry_design else
+              "transfer_kernel")
+    source = _carried_over(path, card, space, option)
     data = source if carry_over else None
+    if carry_design and source is not None:
+      lead = np.asarray(source.portfolio)[:carry_design]
+      options["design"] = Points(np.asarray(source.values)[lead],
+                                 np.asarray(source.active)[lead])
   else:
     data = source = None
   if transfer_kernel and source is not None:
@@ -173,8 +190,8 @@ def _carried_over(path, card, space: Space, option: str = "carry_over"):
     shared = transfer.shared_parameters(description, space)
     why = (f"only {len(shared)} of the {space.num_params} parameters of {space.name!r} are in "
            f"its training space (at least half must be)")
-  kept = ("keeps its policy but not its design and portfolio" if option == "carry_over" else
-          "transfers no kernel")
+  kept = {"carry_over": "keeps its policy but not its design and portfolio",
+          "carry_design": "carries no design"}.get(option, "transfers no kernel")
   warnings.warn(f"{option}: the prior {path} {kept}: {why}", compat.SpaceMismatchWarning,
                 stacklevel=3)
   return None

@@ -159,3 +159,30 @@ def test_the_prior_tuner_can_take_only_the_kernel(prior_folder):
     prior_tuner(other, path=str(prior_folder), transfer_kernel=True)
   assert any("transfer_kernel" in str(w.message) and "transfers no kernel" in str(w.message)
              for w in record), [str(w.message) for w in record]
+
+
+def test_carry_design_leads_with_the_first_portfolio_entries_and_carries_nothing_else(
+    prior_folder):
+  """carry_design=1: the first ask is the portfolio's first entry carried into the target
+  (the source's 4th configuration breaks a constraint there, so the carried portfolio starts
+  with the sgd one); the second is random; no profile or guard comes with it."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+  with pytest.warns(compat.SpaceMismatchWarning, match="never saw: depth"):
+    tuner = prior_tuner(TARGET, path=str(prior_folder), carry_design=1)
+  state = tuner.init(jax.random.key(1))
+  asked = []
+  for i in range(2):
+    points, state = tuner.ask(jax.random.key(10 + i), state)
+    asked.append(TARGET.decode(points.values[0], points.active[0]))
+  assert asked[0]["optimizer"] == "sgd" and asked[0]["lr"] == pytest.approx(0.05, rel=1e-4)
+  assert asked[0]["depth"] == 2                                        # the target's default
+  assert asked[1] != asked[0]
+  assert float(state.weight) == 0.5 and state.used.shape == (1,)       # no transfer data
+  for bad in (-1, True, 1.5):
+    with pytest.raises(ValueError, match="carry_design must be a whole number"), pytest.warns(
+        compat.SpaceMismatchWarning):
+      prior_tuner(TARGET, path=str(prior_folder), carry_design=bad)
+  with pytest.raises(ValueError, match="carry_design and carry_over are alternatives"), \
+      pytest.warns(compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), carry_design=2, carry_over=True)
