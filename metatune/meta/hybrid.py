@@ -53,8 +53,8 @@ from metatune.space import beliefs as bl
 from metatune.tuners.base import (History, Points, Tuner, history_add, history_init,
                                   nearest_available)
 from metatune.tuners.gp import log_expected_improvement, maximize
-from metatune.tuners.gp_model import (GPParams, GPPrior, fit, posterior, predict, scale_inflation,
-                                      standardize)
+from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, posterior, predict,
+                                      scale_inflation, standardize)
 
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
            "guard off: prior trusted", "no transfer data: scratch model")
@@ -104,7 +104,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  rescue_below: float = 0.01, rescue_until: int = 20,
                  beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
                  belief_free_every: int = 3, kernel_locs: tuple[float, ...] | None = None,
-                 design: Points | None = None, name: str = "prior") -> Tuner:
+                 design: Points | None = None, output_warp: bool = False,
+                 name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
   Args:
@@ -159,8 +160,12 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       ``carry_design``); the rest of the initial design is random, and nothing else of the
       prior (profile, portfolio candidates, guard) comes with them. Ignored with ``transfer``,
       whose whole portfolio leads.
+    output_warp: both models (and the guard) see the objectives after
+      `metatune.tuners.gp_model.half_rank_warp`, as ``gp_bo(output_warp=True)``.
     name: label for reports.
   """
+  if not isinstance(output_warp, bool):
+    raise ValueError(f"output_warp must be true or false, got {output_warp!r}")
   horizon = float(policy_horizon or budget)
   history_size = history_size or min(budget, 256)
   if kernel_locs is None:
@@ -213,10 +218,15 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                        jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32),
                        jnp.zeros((), jnp.int32), belief_weight(None))
 
+  def objectives(history, mask):
+    if not output_warp:
+      return history.objective
+    return half_rank_warp(history.objective, mask)[0]
+
   def data(history):
     x = sampling.featurize(space, history.values, history.active)
     mask = history.valid & ~history.failed
-    y = standardize(history.objective, mask)
+    y = standardize(objectives(history, mask), mask)
     z = profile_z(history.values, history.active)
     return x, y, mask, z
 
@@ -375,8 +385,12 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       xq = sampling.featurize(space, points.values, points.active)
       zq = profile_z(points.values, points.active)
       (mp, sp), (ms, ss), _, mask, _ = models(state, state.history, xq, zq)
-      mu, sd = _stats(state.history.objective, mask)
-      yq = (evaluation.objective - mu) / sd
+      seen, new = state.history.objective, evaluation.objective
+      if output_warp:
+        seen, warped = half_rank_warp(seen, mask, new)
+        new = jnp.where(jnp.isfinite(new), warped, jnp.nan)   # not finite: not scored, as before
+      mu, sd = _stats(seen, mask)
+      yq = (new - mu) / sd
       ok = ~evaluation.failed & jnp.isfinite(yq) & state.fitted & (jnp.sum(mask) >= 3)
       lp = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, mp, sp), 0.0))
       ls = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, ms, ss), 0.0))

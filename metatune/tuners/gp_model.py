@@ -307,6 +307,48 @@ def standardize(y: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(mask, (y - mu) / sd, 0.0)
 
 
+def half_rank_warp(y: jax.Array, mask: jax.Array, query: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array | None]:
+  """Tames the bad half of a study's objectives (minimized), keeps the good half as it is.
+
+  Values at or below the median stay as they are; a value above it is replaced by its rank's
+  Gaussian quantile on the scale of the good half (``median + sd_good * Phi^-1(q)``,
+  ``sd_good`` the good half's spread mirrored about the median): a diverged training with a loss
+  of 1e13 becomes one more bad observation instead of squeezing every other one to the same
+  standardized value. The half-rank component of Vizier's output warping (Song et al., 2024).
+
+  Args:
+    y: f32[N] objectives; mask: bool[N] the ones that count.
+    query: f32[M] new objectives to warp against the same history (ranked among ``y``).
+
+  Returns:
+    ``(warped y, 0 outside the mask; warped query or None)``; the map is monotone.
+  """
+  n = jnp.sum(mask)
+  m = jnp.nanmedian(jnp.where(mask, y, jnp.nan))
+  m = jnp.where(jnp.isfinite(m), m, 0.0)
+  good = mask & (y <= m)
+  spread = jnp.sqrt(jnp.sum(jnp.where(good, (y - m) ** 2, 0.0)) / jnp.maximum(jnp.sum(good) - 1,
+                                                                              1))
+  mu = jnp.sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)
+  sd_all = jnp.sqrt(jnp.sum(jnp.where(mask, (y - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1))
+  spread = jnp.where(spread > 1e-12, spread, jnp.where(sd_all > 1e-12, sd_all, 1.0))
+
+  def warp(v, rank, count):
+    q = jnp.clip((rank + 0.5) / jnp.maximum(count, 1), 1e-6, 1 - 1e-6)
+    tail = m + spread * jnp.maximum(jax.scipy.special.ndtri(q), 0.0)
+    return jnp.where(v <= m, v, tail)
+
+  below = jnp.sum(mask[None] & (y[None] < y[:, None]), -1)
+  equal = jnp.sum(mask[None] & (y[None] == y[:, None]), -1)
+  warped = jnp.where(mask, warp(y, below + 0.5 * (equal - 1), n), 0.0)
+  if query is None:
+    return warped, None
+  qb = jnp.sum(mask[None] & (y[None] < query[:, None]), -1)
+  qe = jnp.sum(mask[None] & (y[None] == query[:, None]), -1)
+  return warped, warp(query, qb + 0.5 * qe, n + 1)
+
+
 def fit(params: GPParams, x: jax.Array, y: jax.Array, mask: jax.Array, prior: GPPrior,
         num_steps: int = 200, learning_rate: float = 0.1) -> tuple[GPParams, jax.Array]:
   """Maximizes log marginal likelihood + log prior with Adam, from ``params``.

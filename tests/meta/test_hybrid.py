@@ -90,3 +90,23 @@ def test_a_rejected_prior_gets_a_random_rescue_design(setup):
   assert int(state.rescued) == 3
   off = hybrid.hybrid_tuner(space, data, None, rescue_below=0.0, **kw)
   assert int(_run(off, mirrored, held, jax.random.key(1))[0].rescued) == 0
+
+
+def test_output_warp_reaches_both_models_and_the_guard(setup):
+  """With output_warp the guard still scores every observation after the design (its weight
+  moves off equal odds and stays a probability) and the proposals differ from the unwarped
+  hybrid's once the models are used; the design itself is the same."""
+  space, source, _, data = setup
+  kw = dict(budget=BUDGET, num_initial=4, num_candidates=64, fit_steps=20, refit_steps=5)
+  held = int(source.task_indices("heldout_dataset")[0])
+  plain_state, plain = _run(hybrid.hybrid_tuner(space, data, None, **kw), source, held,
+                            jax.random.key(2))
+  state, trace = _run(hybrid.hybrid_tuner(space, data, None, output_warp=True, **kw), source,
+                      held, jax.random.key(2))
+  np.testing.assert_array_equal(trace.points.values[:4], plain.points.values[:4])
+  assert not np.array_equal(trace.points.values[4:], plain.points.values[4:])
+  weight = float(state.weight)
+  assert 0.0 <= weight <= 1.0 and weight != 0.5 and np.isfinite(float(state.log_prior))
+  assert float(state.log_prior) != float(plain_state.log_prior)
+  with pytest.raises(ValueError, match="output_warp must be true or false"):
+    hybrid.hybrid_tuner(space, data, None, output_warp=1, **kw)

@@ -230,6 +230,47 @@ def test_batch_proposals_are_distinct(space):
     assert np.min(dist[np.triu_indices(4, 1)]) > 1e-3
 
 
+def test_half_rank_warp_keeps_the_good_half_and_tames_a_diverged_value():
+  """The good half (at or below the median) is kept; above it values go by rank, so a loss of
+  1e13 no longer squeezes the others together once standardized; the map is monotone, and a new
+  value is ranked against the history as the history's own values are."""
+  y = jnp.asarray([0.50, 0.52, 0.49, 1e13, 0.70, 0.55, 3.0, -7.0])
+  mask = jnp.asarray([True] * 7 + [False])
+  w, q = gp.half_rank_warp(y, mask, jnp.asarray([0.51, 1e14, 3.0]))
+  w, q = np.asarray(w), np.asarray(q)
+  np.testing.assert_allclose(w[[0, 1, 2, 5]], [0.50, 0.52, 0.49, 0.55], rtol=1e-6)  # <= median
+  assert w[7] == 0.0                                                            # masked out
+  order = np.argsort(np.asarray(y)[:7])
+  assert np.all(np.diff(w[:7][order]) > 0)                                      # monotone
+  assert w[3] < 0.55 + 3 * 0.05                                 # the diverged loss: a few spreads
+  assert q[0] == pytest.approx(0.51) and q[1] > w[3] and q[2] <= q[1]
+  plain = np.asarray(gp.standardize(y, mask))[:7]
+  warped = np.asarray(gp.standardize(jnp.asarray(w), mask))[:7]
+  assert np.ptp(plain[[0, 1, 2, 4, 5, 6]]) < 0.01 < 1.0 < np.ptp(warped[[0, 1, 2, 4, 5, 6]])
+  with pytest.raises(ValueError, match="output_warp must be true or false"):
+    gp_bo(io.loads(contract.CONTRACT_SPACE), output_warp="yes")
+
+
+def test_output_warp_changes_gp_bo_only_when_asked(space):
+  """Default GP-BO is the tables' GP-BO; with output_warp its proposals follow the warped
+  objectives (a study whose one diverged value would flatten the rest)."""
+  def objective(k, p):
+    del k
+    return Evaluation.of(jnp.where(p.values[:, 1] > 0.7, 1e13, (p.values[:, 5] - 0.3) ** 2))
+
+  def run(tuner):
+    return jax.jit(lambda key: run_tuning(key, tuner, objective, 9))(jax.random.key(3))[1]
+
+  settings = {"num_candidates": 128, "fit_steps": 20}
+  plain = run(gp_bo(space, **settings))
+  again = run(gp_bo(space, output_warp=False, **settings))
+  warped = run(gp_bo(space, output_warp=True, **settings))
+  np.testing.assert_array_equal(plain.points.values, again.points.values)
+  np.testing.assert_array_equal(plain.points.values[:5], warped.points.values[:5])  # random
+  assert np.any(plain.points.values[:5, 0, 1] > 0.7)          # the design met a diverged value
+  assert not np.array_equal(plain.points.values[5:], warped.points.values[5:])
+
+
 def test_only_failures_still_gives_valid_proposals(space):
   tuner = gp_bo(space, batch_size=2, num_candidates=128, fit_steps=20)
 
