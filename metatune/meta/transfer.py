@@ -33,7 +33,8 @@ import numpy as np
 from metatune.meta import compat
 from metatune.space import Space, SpaceError, sampling
 from metatune.tuners.base import Points
-from metatune.tuners.gp_model import GPPrior, feature_layout, fit, sq_distance, standardize
+from metatune.tuners.gp_model import (GPPrior, feature_layout, fit, fit_tasks, sq_distance,
+                                      standardize)
 from metatune.tuners.portfolio import greedy_order, normalized_regret
 
 FILE = "transfer.npz"
@@ -48,12 +49,15 @@ class TransferData:
     profile: f32[N] mean normalized regret over the training tasks, in [0, 1].
     portfolio: i32[K] design indices in greedy order.
     spread: f32[N] standard deviation of the normalized regret over the tasks.
+    regrets: f32[T, N] the normalized regret on each training task (None in folders written
+      before it was stored): `kernel_locs` fits one kernel to all of them.
   """
   values: jax.Array
   active: jax.Array
   profile: jax.Array
   portfolio: jax.Array
   spread: jax.Array
+  regrets: jax.Array | None = None
 
 
 def from_objectives(values: np.ndarray, active: np.ndarray, objective: np.ndarray,
@@ -63,7 +67,7 @@ def from_objectives(values: np.ndarray, active: np.ndarray, objective: np.ndarra
   order, _ = greedy_order(regret, portfolio_size)
   return TransferData(np.asarray(values, np.float32), np.asarray(active, bool),
                       regret.mean(0).astype(np.float32), np.asarray(order, np.int32),
-                      regret.std(0).astype(np.float32))
+                      regret.std(0).astype(np.float32), np.asarray(regret, np.float32))
 
 
 def from_family(family, task_indices: Sequence[int], num: int = 512, seed: int = 0,
@@ -83,9 +87,14 @@ def from_family(family, task_indices: Sequence[int], num: int = 512, seed: int =
 def save(folder: str | os.PathLike, data: TransferData) -> None:
   path = pathlib.Path(folder) / FILE
   tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **{k: np.asarray(getattr(data, k)) for k in
-                   ("values", "active", "profile", "portfolio", "spread")})
+  arrays = {k: np.asarray(getattr(data, k)) for k in _FIELDS}
+  if data.regrets is not None:
+    arrays["regrets"] = np.asarray(data.regrets, np.float32)
+  np.savez(tmp, **arrays)
   os.replace(tmp, path)
+
+
+_FIELDS = ("values", "active", "profile", "portfolio", "spread")
 
 
 def read(folder: str | os.PathLike) -> TransferData | None:
@@ -94,7 +103,7 @@ def read(folder: str | os.PathLike) -> TransferData | None:
   if not path.is_file():
     return None
   with np.load(path) as d:
-    return TransferData(*(d[k] for k in ("values", "active", "profile", "portfolio", "spread")))
+    return TransferData(*(d[k] for k in _FIELDS), d["regrets"] if "regrets" in d else None)
 
 
 def load(folder: str | os.PathLike, space: Space) -> TransferData | None:
@@ -181,6 +190,7 @@ def project(data: TransferData, description: Mapping[str, Any], space: Space,
     return None
   profile = np.asarray(data.profile, np.float32)
   spread = np.asarray(data.spread, np.float32)
+  regrets = None if data.regrets is None else np.asarray(data.regrets, np.float32)
   port, seen = [], set()
   for j in np.asarray(data.portfolio).tolist():
     k = int(index_of[j])
@@ -192,7 +202,9 @@ def project(data: TransferData, description: Mapping[str, Any], space: Space,
   return TransferData(np.stack([u for u, _ in rows]), np.stack([a for _, a in rows]),
                       np.asarray([profile[g].mean() for g in groups], np.float32),
                       np.asarray(port, np.int32),
-                      np.asarray([spread[g].mean() for g in groups], np.float32))
+                      np.asarray([spread[g].mean() for g in groups], np.float32),
+                      None if regrets is None else np.stack(
+                          [regrets[:, g].mean(1) for g in groups], 1).astype(np.float32))
 
 
 def smoothed_profile(space: Space, data: TransferData, points: Points,
@@ -215,17 +227,47 @@ def smoothed_profile(space: Space, data: TransferData, points: Points,
 KERNEL_SCALE = 1.0
 
 
-def kernel_locs(space: Space, data: TransferData, steps: int = 200) -> tuple[float, ...]:
-  """Log-lengthscales, one per feature of ``space``, of GP-BO's kernel fitted to the profile.
+KERNEL_FITS = ("profile", "tasks")
+TASK_FIT_POINTS = 128
 
-  GP-BO's GP (`metatune.tuners.gp_model.GPPrior.for_space`) is fitted by MAP to the
-  standardized profile over the design (``data`` in ``space``: the prior's own, or
-  `project`'s). A parameter that the design leaves constant (a new one, at its default) gives
-  its features no evidence, and they keep GP-BO's prior location.
+
+def kernel_locs(space: Space, data: TransferData, steps: int = 200,
+                source: str = "profile") -> tuple[float, ...]:
+  """Log-lengthscales, one per feature of ``space``, of GP-BO's kernel fitted to the design.
+
+  GP-BO's GP (`metatune.tuners.gp_model.GPPrior.for_space`) is fitted by MAP over the design
+  (``data`` in ``space``: the prior's own, or `project`'s). A parameter that the design leaves
+  constant (a new one, at its default) gives its features no evidence, and they keep GP-BO's
+  prior location.
+
+  Args:
+    source: ``"profile"``: to the standardized profile (the mean regret over the training
+      tasks); ``"tasks"``: to every training task's standardized regret at once, one kernel
+      maximizing the sum of the tasks' log marginal likelihoods, as HyperBO pre-trains its
+      GP (Wang et al., 2024), on ``TASK_FIT_POINTS`` design points (the first ones: a
+      quasi-random design is space-filling from its start). Averaging over tasks blurs what
+      moves each task's optimum (a learning rate whose best value differs from task to task
+      looks flat in the mean); each task keeps it. Needs ``data.regrets``.
+
+  Raises:
+    ValueError: an unknown ``source``, or ``"tasks"`` without per-task regrets.
   """
+  if source not in KERNEL_FITS:
+    raise ValueError(f"the kernel fit must be one of {KERNEL_FITS}, got {source!r}")
   prior = GPPrior.for_space(space)
   x = sampling.featurize(space, jnp.asarray(data.values), jnp.asarray(data.active))
+  if source == "profile":
+    mask = jnp.ones(x.shape[0], bool)
+    y = standardize(jnp.asarray(data.profile, jnp.float32), mask)
+    params, _ = jax.jit(lambda x, y: fit(prior.init(), x, y, mask, prior, steps))(x, y)
+    return tuple(float(v) for v in np.asarray(params.log_lengthscale))
+  if data.regrets is None:
+    raise ValueError("a kernel fitted to the training tasks needs their regrets, which this "
+                     f"prior's {FILE} does not hold (written before they were stored; "
+                     "meta-train again, or fit to the profile)")
+  x = x[:TASK_FIT_POINTS]
   mask = jnp.ones(x.shape[0], bool)
-  y = standardize(jnp.asarray(data.profile, jnp.float32), mask)
-  params, _ = jax.jit(lambda x, y: fit(prior.init(), x, y, mask, prior, steps))(x, y)
+  ys = jax.vmap(lambda r: standardize(r, mask))(
+      jnp.asarray(data.regrets, jnp.float32)[:, :TASK_FIT_POINTS])
+  params, _ = jax.jit(lambda x, ys: fit_tasks(prior.init(), x, ys, mask, prior, steps))(x, ys)
   return tuple(float(v) for v in np.asarray(params.log_lengthscale))

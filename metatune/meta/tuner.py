@@ -90,6 +90,9 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   ``transfer_kernel=True`` centres the GP's lengthscale prior on the kernel fitted to the
   prior's profile (`metatune.meta.transfer.kernel_locs`), on the training space or carried
   into another one as above (the design and portfolio stay behind unless ``carry_over``).
+  ``kernel_fit="tasks"`` fits that kernel to every training task's regrets at once (one
+  kernel, the sum of their likelihoods; `metatune.meta.transfer.kernel_locs`) instead of to
+  their mean, the profile (``"profile"``, the default).
   ``carry_design=K`` carries only the first ``K`` configurations of the portfolio into another
   space (as ``carry_over`` does; an alternative to it): they lead the initial design, whose
   other entries stay random, and the profile, the portfolio's candidates and the guard stay
@@ -140,11 +143,17 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   carry_over = options.pop("carry_over", False)
   transfer_kernel = options.pop("transfer_kernel", False)
   carry_design = options.pop("carry_design", 0)
+  kernel_fit = options.pop("kernel_fit", "profile")
   for key, value in (("carry_over", carry_over), ("transfer_kernel", transfer_kernel)):
     if not isinstance(value, bool):
       raise ValueError(f"{key} must be true or false, got {value!r}")
   if not isinstance(carry_design, int) or isinstance(carry_design, bool) or carry_design < 0:
     raise ValueError(f"carry_design must be a whole number >= 0, got {carry_design!r}")
+  if kernel_fit not in transfer.KERNEL_FITS:
+    raise ValueError(f"kernel_fit must be one of {transfer.KERNEL_FITS}, got {kernel_fit!r}")
+  if kernel_fit != "profile" and not transfer_kernel:
+    raise ValueError("kernel_fit chooses what a transferred kernel is fitted to; it needs "
+                     "transfer_kernel: true")
   if carry_design and carry_over:
     raise ValueError("carry_design and carry_over are alternatives: carry_over already "
                      "carries the whole portfolio (with the profile); set one of them")
@@ -166,7 +175,11 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   else:
     data = source = None
   if transfer_kernel and source is not None:
-    options["kernel_locs"] = transfer.kernel_locs(space, source)
+    if kernel_fit == "tasks" and source.regrets is None:
+      raise PriorError(f"kernel_fit: tasks needs the training tasks' regrets, which the prior's "
+                       f"{transfer.FILE} does not hold (written before they were stored); "
+                       "meta-train it again, or use kernel_fit: profile", f"{path}/{transfer.FILE}")
+    options["kernel_locs"] = transfer.kernel_locs(space, source, source=kernel_fit)
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,
                              **options)

@@ -186,3 +186,46 @@ def test_carry_design_leads_with_the_first_portfolio_entries_and_carries_nothing
   with pytest.raises(ValueError, match="carry_design and carry_over are alternatives"), \
       pytest.warns(compat.SpaceMismatchWarning):
     prior_tuner(TARGET, path=str(prior_folder), carry_design=2, carry_over=True)
+
+
+def test_a_kernel_fitted_to_each_task_sees_what_the_mean_blurs(tmp_path):
+  """Each task's regret depends on lr with its own optimum (1e-3 on one task, 1e-1 on the
+  other), width on none: in the mean lr looks far flatter than in either task. Fitted to the
+  tasks at once, lr's lengthscale is shorter than width's by more; the regrets survive a save
+  and a projection, and a folder without them says so."""
+  rng = np.random.default_rng(1)
+  configs = [{"optimizer": "adam", "lr": float(10 ** rng.uniform(-4, 0)),
+              "width": int(rng.integers(8, 201))} for _ in range(128)]
+  lr = np.log10([c["lr"] for c in configs])
+  regrets = np.stack([np.clip(np.abs(lr - c) / 1.5, 0, 1) for c in (-3.0, -1.0)])
+  data = _data(configs, regrets.mean(0), [0])
+  data = data.replace(regrets=regrets.astype(np.float32))
+  at = {"lr": 2, "width": 4}   # optimizer (2 choices), lr, momentum, width
+  tasks = np.asarray(transfer.kernel_locs(SOURCE, data, source="tasks"))
+  profile = np.asarray(transfer.kernel_locs(SOURCE, data, source="profile"))
+  assert tasks[at["lr"]] < tasks[at["width"]] - 1.0, tasks
+  assert tasks[at["lr"]] < profile[at["lr"]], (tasks, profile)
+  transfer.save(tmp_path, data)
+  back = transfer.read(tmp_path)
+  np.testing.assert_array_equal(back.regrets, data.regrets)
+  out = transfer.project(back, compat.describe_space(SOURCE), TARGET)
+  assert out.regrets.shape == (2, out.values.shape[0])
+  with pytest.raises(ValueError, match="needs their regrets"):
+    transfer.kernel_locs(SOURCE, data.replace(regrets=None), source="tasks")
+  with pytest.raises(ValueError, match="must be one of"):
+    transfer.kernel_locs(SOURCE, data, source="mean")
+
+
+def test_kernel_fit_tasks_needs_the_kernel_and_the_regrets(prior_folder):
+  from metatune.meta.prior import PriorError  # pylint: disable=import-outside-toplevel
+  from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ValueError, match="needs transfer_kernel: true"), pytest.warns(
+      compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), kernel_fit="tasks")
+  with pytest.raises(ValueError, match="kernel_fit must be one of"), pytest.warns(
+      compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=True, kernel_fit="mean")
+  # The fixture's folder was written without regrets (as folders before they were stored).
+  with pytest.raises(PriorError, match="kernel_fit: tasks needs the training tasks' regrets"), \
+      pytest.warns(compat.SpaceMismatchWarning):
+    prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=True, kernel_fit="tasks")

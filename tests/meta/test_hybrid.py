@@ -39,9 +39,13 @@ def _run(tuner, family, index, key):
 
 
 def test_transfer_data_is_a_greedy_portfolio_of_good_design_points(setup):
-  _, _, _, data = setup
+  _, source, _, data = setup
   assert data.values.shape == (96, default_space().num_params)
   assert data.portfolio.shape == (20,) and len(set(np.asarray(data.portfolio))) == 20
+  # Each training task's regret is kept (what a kernel fitted to the tasks reads).
+  regrets = np.asarray(data.regrets)
+  assert regrets.shape == (len(source.task_indices("meta_train")), 96)
+  np.testing.assert_allclose(regrets.mean(0), np.asarray(data.profile), rtol=1e-5, atol=1e-6)
   prof = np.asarray(data.profile)
   assert 0.0 <= prof.min() and prof.max() <= 1.0
   # The first pick is the design point with the best mean regret over the tasks.
