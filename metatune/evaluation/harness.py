@@ -37,6 +37,7 @@ from metatune.data import builder
 from metatune.evaluation import peers
 from metatune.evaluation.experiment import DEFAULT_CHECKPOINTS, Experiment, TunerSpec, error_at
 from metatune.evaluation.runs import live_run, many_seeds, nearest_available, pool_run
+from metatune.meta.errors import PriorError
 from metatune.space import SpaceError
 from metatune.tasks import registry
 from metatune.tuners import portfolio as pf
@@ -203,7 +204,9 @@ class Harness:
         from metatune.meta.tuner import prior_tuner  # pylint: disable=import-outside-toplevel
         return prior_tuner(space, batch_size=b, budget=budget, **options)
       return TUNERS[spec.kind](space, batch_size=b, history_size=max(budget, b), **options)
-    except TypeError as e:
+    except (SpaceError, PriorError):
+      raise  # they name their place (a space file, a prior folder) themselves
+    except (TypeError, ValueError) as e:
       raise SpaceError(f"tuner {spec.label!r}: bad options {spec.options}: {e}",
                        spec.where) from None
 
@@ -274,20 +277,32 @@ class Harness:
       bar = tqdm(total=len(specs) * len(self.task_ids), initial=len(specs) * len(
           self.task_ids) - len(todo), desc="evaluate", unit="cell", file=sys.stderr,
                  dynamic_ncols=True)
+    pending = {s.label: [t for t in self.task_ids if not self._done(s, t)] for s in specs}
+    # Every tuner is made before the first cell runs: bad options fail at once, not after
+    # hours of other tuners' cells.
+    tuners = {s.label: self.make_tuner(s) for s in specs
+              if pending[s.label] and s.kind not in peers.SAMPLERS}
+    for s in specs:
+      if pending[s.label] and s.kind in peers.SAMPLERS:
+        try:
+          peers.make_sampler(s.kind, 0, s.options)
+        except peers.PeerUnavailable:
+          pass  # skipped, with the reason, when its turn comes
+        except ValueError as e:
+          raise SpaceError(f"tuner {s.label!r}: {e}", s.where) from None
     for spec in specs:
-      cells = [t for t in self.task_ids if not self._done(spec, t)]
+      cells = pending[spec.label]
       if not cells:
         continue
       if spec.kind in peers.SAMPLERS:
         self._run_peer(spec, cells, bar)
       else:
-        self._run_compiled(spec, cells, bar)
+        self._run_compiled(spec, tuners.pop(spec.label), cells, bar)
     if bar is not None:
       bar.close()
     return self.collect(refs, specs)
 
-  def _run_compiled(self, spec: TunerSpec, cells: list[str], bar) -> None:
-    tuner = self.make_tuner(spec)
+  def _run_compiled(self, spec: TunerSpec, tuner, cells: list[str], bar) -> None:
     budget = self.exp.budget
     run = (pool_run(tuner, self.family, budget) if self.pooled
            else live_run(tuner, self.family, budget))

@@ -122,6 +122,13 @@ def test_bad_inputs_are_located_errors(pooled, tmp_path):
   path.write_text(f"family: {fam}\ntuners: {{random: {{}}}}\nreference: gp\n")
   with pytest.raises(SpaceError, match=r"tasks.yaml:3: reference: 'gp' is not one of"):
     load_experiment(path)
+  # A tuner option its tuner refuses (a ValueError, not a TypeError) is located too, and it
+  # fails before any cell runs: random search's cells are not written first.
+  bad = experiment(tmp_path, fam,
+                   "  random: {}\n  gp: {tuner: gp_bo, options: {fantasy: optimist}}\n")
+  with pytest.raises(SpaceError, match=r"exp.yaml:\d+: tuner 'gp': bad options .*fantasy"):
+    run_experiment(load_experiment(bad), tmp_path / "o4", progress=False, log=lambda m: None)
+  assert not (tmp_path / "o4" / "cells").exists()
 
 
 def test_optuna_tpe_runs_on_a_pool_and_takes_distinct_records(pooled, tmp_path):
