@@ -164,9 +164,10 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
       warnings.warn(f"transfer_kernel: the prior {path} has no {transfer.FILE}; the kernel "
                     "keeps GP-BO's prior", compat.SpaceMismatchWarning, stacklevel=2)
   elif carry_over or transfer_kernel or carry_design:
-    option = ("carry_over" if carry_over else "carry_design" if carry_design else
-              "transfer_kernel")
-    source = _carried_over(path, card, space, option)
+    asked = tuple(name for name, on in (("carry_over", carry_over),
+                                        ("carry_design", carry_design),
+                                        ("transfer_kernel", transfer_kernel)) if on)
+    source = _carried_over(path, card, space, asked)
     data = source if carry_over else None
     if carry_design and source is not None:
       lead = np.asarray(source.portfolio)[:carry_design]
@@ -185,9 +186,9 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
                              **options)
 
 
-def _carried_over(path, card, space: Space, option: str = "carry_over"):
+def _carried_over(path, card, space: Space, asked: tuple[str, ...] = ("carry_over",)):
   """The prior's transfer data projected into ``space``, or None with a warning saying why
-  (naming the ``option`` that asked)."""
+  (naming the options that ``asked`` for it and what each of them loses)."""
   # pylint: disable=import-outside-toplevel
   from metatune.meta import compat, transfer
   raw = transfer.read(path)
@@ -203,8 +204,9 @@ def _carried_over(path, card, space: Space, option: str = "carry_over"):
     shared = transfer.shared_parameters(description, space)
     why = (f"only {len(shared)} of the {space.num_params} parameters of {space.name!r} are in "
            f"its training space (at least half must be)")
-  kept = {"carry_over": "keeps its policy but not its design and portfolio",
-          "carry_design": "carries no design"}.get(option, "transfers no kernel")
-  warnings.warn(f"{option}: the prior {path} {kept}: {why}", compat.SpaceMismatchWarning,
+  lost = {"carry_over": "keeps its policy but not its design and portfolio",
+          "carry_design": "carries no design", "transfer_kernel": "transfers no kernel"}
+  warnings.warn(f"{', '.join(asked)}: the prior {path} "
+                f"{' and '.join(lost[a] for a in asked)}: {why}", compat.SpaceMismatchWarning,
                 stacklevel=3)
   return None

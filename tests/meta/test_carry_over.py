@@ -186,6 +186,14 @@ def test_carry_design_leads_with_the_first_portfolio_entries_and_carries_nothing
   with pytest.raises(ValueError, match="carry_design and carry_over are alternatives"), \
       pytest.warns(compat.SpaceMismatchWarning):
     prior_tuner(TARGET, path=str(prior_folder), carry_design=2, carry_over=True)
+  other = io.loads("parameters:\n  lr: {type: float, low: 1e-4, high: 1.0, log: true}\n"
+                   "  a: {type: float, low: 0, high: 1}\n  b: {type: float, low: 0, high: 1}\n")
+  with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    prior_tuner(other, path=str(prior_folder), carry_design=1, transfer_kernel=True)
+  assert any("carry_design, transfer_kernel: the prior" in str(w.message) and
+             "carries no design and transfers no kernel" in str(w.message) for w in record), \
+      [str(w.message) for w in record]
 
 
 def test_a_kernel_fitted_to_each_task_sees_what_the_mean_blurs(tmp_path):
