@@ -270,14 +270,8 @@ class Harness:
         self._cell_path(spec, t).unlink(missing_ok=True)
     refs = self.references()
     specs = [t for t in self.exp.tuners if not only or t.label in only]
-    todo = [(s, t) for s in specs for t in self.task_ids if not self._done(s, t)]
-    bar = None
-    if self.progress and todo:
-      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-      bar = tqdm(total=len(specs) * len(self.task_ids), initial=len(specs) * len(
-          self.task_ids) - len(todo), desc="evaluate", unit="cell", file=sys.stderr,
-                 dynamic_ncols=True)
     pending = {s.label: [t for t in self.task_ids if not self._done(s, t)] for s in specs}
+    todo = sum(len(cells) for cells in pending.values())
     # Every tuner is made before the first cell runs: bad options fail at once, not after
     # hours of other tuners' cells.
     tuners = {s.label: self.make_tuner(s) for s in specs
@@ -290,6 +284,12 @@ class Harness:
           pass  # skipped, with the reason, when its turn comes
         except ValueError as e:
           raise SpaceError(f"tuner {s.label!r}: {e}", s.where) from None
+    bar = None
+    if self.progress and todo:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+      total = len(specs) * len(self.task_ids)
+      bar = tqdm(total=total, initial=total - todo, desc="evaluate", unit="cell",
+                 file=sys.stderr, dynamic_ncols=True)
     for spec in specs:
       cells = pending[spec.label]
       if not cells:

@@ -176,11 +176,10 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   else:
     data = source = None
   if transfer_kernel and source is not None:
-    if kernel_fit == "tasks" and source.regrets is None:
-      raise PriorError(f"kernel_fit: tasks needs the training tasks' regrets, which the prior's "
-                       f"{transfer.FILE} does not hold (written before they were stored); "
-                       "meta-train it again, or use kernel_fit: profile", f"{path}/{transfer.FILE}")
-    options["kernel_locs"] = transfer.kernel_locs(space, source, source=kernel_fit)
+    try:
+      options["kernel_locs"] = transfer.kernel_locs(space, source, source=kernel_fit)
+    except ValueError as e:   # kernel_fit: tasks on a folder written before the regrets were
+      raise PriorError(f"kernel_fit: {e}", f"{path}/{transfer.FILE}") from None
   return hybrid.hybrid_tuner(space, data, (graphdef, params, config), budget or trained_for,
                              batch_size, history_size, policy_horizon=trained_for, name=name,
                              **options)

@@ -234,6 +234,7 @@ def test_kernel_fit_tasks_needs_the_kernel_and_the_regrets(prior_folder):
       compat.SpaceMismatchWarning):
     prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=True, kernel_fit="mean")
   # The fixture's folder was written without regrets (as folders before they were stored).
-  with pytest.raises(PriorError, match="kernel_fit: tasks needs the training tasks' regrets"), \
+  with pytest.raises(PriorError, match="transfer.npz: kernel_fit: a kernel fitted to the "
+                     "training tasks needs their regrets"), \
       pytest.warns(compat.SpaceMismatchWarning):
     prior_tuner(TARGET, path=str(prior_folder), transfer_kernel=True, kernel_fit="tasks")
