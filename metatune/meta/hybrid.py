@@ -52,7 +52,8 @@ from metatune.space import Space, sampling
 from metatune.space import beliefs as bl
 from metatune.tuners.base import (History, Points, Tuner, history_add, history_init,
                                   nearest_available)
-from metatune.tuners.gp import log_expected_improvement, maximize
+from metatune.tuners.gp import (log_expected_improvement, maximize, pool_variance_picks,
+                                variance_picks)
 from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, posterior, predict,
                                       scale_inflation, standardize)
 
@@ -105,7 +106,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
                  belief_free_every: int = 3, kernel_locs: tuple[float, ...] | None = None,
                  design: Points | None = None, output_warp: bool = False,
-                 name: str = "prior") -> Tuner:
+                 spread_design: bool = False, name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
   Args:
@@ -162,10 +163,17 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       whose whole portfolio leads.
     output_warp: both models (and the guard) see the objectives after
       `metatune.tuners.gp_model.half_rank_warp`, as ``gp_bo(output_warp=True)``.
+    spread_design: the initial design's entries after its leading ones (the portfolio or
+      ``design``) are not uniform random but a greedy integrated-variance design
+      (`metatune.tuners.gp.variance_picks`) among ``num_candidates`` random
+      configurations (on a pool, up to as many available records), under the kernel at its
+      prior centre: with ``kernel_locs`` it spreads them along the parameters the training
+      tasks found relevant.
     name: label for reports.
   """
-  if not isinstance(output_warp, bool):
-    raise ValueError(f"output_warp must be true or false, got {output_warp!r}")
+  for key, value in (("output_warp", output_warp), ("spread_design", spread_design)):
+    if not isinstance(value, bool):
+      raise ValueError(f"{key} must be true or false, got {value!r}")
   horizon = float(policy_horizon or budget)
   history_size = history_size or min(budget, 256)
   if kernel_locs is None:
@@ -302,10 +310,16 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     action = jax.vmap(lambda k: pol.autoregress(policy_mod, info, state.policy, k)[0])(keys)
     return action.values, action.active
 
-  def initial(key, state):
+  def initial(key, state, spread_fill=True):
     pos = state.asked + jnp.arange(batch_size)
     take = jnp.minimum(pos, max(num_lead, 1) - 1)
-    fill_u, fill_a = sampling.sample(key, space, batch_size)
+    if spread_design and spread_fill:
+      u, a = sampling.sample(jax.random.fold_in(key, 2), space, num_candidates)
+      pick = variance_picks(space, prior, state.history, u, a,
+                            jnp.ones((num_candidates,), bool), batch_size)
+      fill_u, fill_a = u[pick], a[pick]
+    else:
+      fill_u, fill_a = sampling.sample(key, space, batch_size)
     inside = (pos < num_lead)[:, None]
     return Points(jnp.where(inside, lead_values[take], fill_u),
                   jnp.where(inside, lead_active[take], fill_a))
@@ -432,8 +446,14 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     draw_key, key = jax.random.split(key)
 
     def first():
-      want = initial(draw_key, state)
-      return nearest_available(space, pool, available, want)
+      idx = nearest_available(space, pool, available, initial(draw_key, state, False))
+      if not spread_design:
+        return idx
+      lead = state.asked + jnp.arange(batch_size) < num_lead
+      avail = available & ~jnp.zeros_like(available).at[idx].max(lead)
+      picks = pool_variance_picks(key, space, prior, state.history, pool, avail, batch_size,
+                                  num_candidates)
+      return jnp.where(lead, idx, picks)
 
     def model():
       xq = sampling.featurize(space, pool.values, pool.active)

@@ -97,6 +97,9 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   space (as ``carry_over`` does; an alternative to it): they lead the initial design, whose
   other entries stay random, and the profile, the portfolio's candidates and the guard stay
   behind. On the training space the whole portfolio leads anyway, so it changes nothing there.
+  ``spread_design=True`` (a `metatune.meta.hybrid.hybrid_tuner` option) chooses the initial
+  design's entries that no portfolio or carried design fills by the GP's variance design, with
+  the transferred kernel where ``transfer_kernel`` is on.
   ``mode="policy"`` is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`

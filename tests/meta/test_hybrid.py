@@ -114,3 +114,41 @@ def test_output_warp_reaches_both_models_and_the_guard(setup):
   assert float(state.log_prior) != float(plain_state.log_prior)
   with pytest.raises(ValueError, match="output_warp must be true or false"):
     hybrid.hybrid_tuner(space, data, None, output_warp=1, **kw)
+
+
+def test_spread_design_replaces_the_random_fill_of_the_initial_design(setup):
+  """Without transfer data the initial design is random; with spread_design it is the
+  kernel's variance design (valid, distinct, its first entry unchanged where a design leads),
+  on live studies and on pools alike; the screening after it is untouched by the option."""
+  space, source, _, _ = setup
+  kw = dict(budget=BUDGET, num_initial=4, num_candidates=64, fit_steps=20, refit_steps=5)
+  held = int(source.task_indices("heldout_dataset")[0])
+  _, plain = _run(hybrid.hybrid_tuner(space, None, None, **kw), source, held, jax.random.key(3))
+  _, spread = _run(hybrid.hybrid_tuner(space, None, None, spread_design=True, **kw), source,
+                   held, jax.random.key(3))
+  assert not np.array_equal(spread.points.values[:4], plain.points.values[:4])
+  values = np.asarray(spread.points.values[:, 0])
+  assert len({tuple(v) for v in values}) == BUDGET
+  for u, a in zip(values, np.asarray(spread.points.active[:, 0])):
+    space.validate(space.decode(u, a))
+  # A carried design still leads it.
+  lead = hybrid.Points(plain.points.values[:1, 0], plain.points.active[:1, 0])
+  _, led = _run(hybrid.hybrid_tuner(space, None, None, design=lead, spread_design=True, **kw),
+                source, held, jax.random.key(3))
+  np.testing.assert_array_equal(led.points.values[0], plain.points.values[0])
+  # On a pool the design picks distinct available records.
+  tuner = hybrid.hybrid_tuner(space, None, None, spread_design=True, **kw)
+  u, a = jax.vmap(lambda k: space_sample(k, space))(jax.random.split(jax.random.key(4), 40))
+  pool = hybrid.Points(u, a)
+  state = tuner.init(jax.random.key(0))
+  available = jnp.ones((40,), bool).at[:10].set(False)
+  idx, _ = jax.jit(tuner.ask_pool)(jax.random.key(5), state, pool, available)
+  assert int(idx[0]) >= 10
+  with pytest.raises(ValueError, match="spread_design must be true or false"):
+    hybrid.hybrid_tuner(space, None, None, spread_design="yes", **kw)
+
+
+def space_sample(key, space):
+  from metatune.space import sampling  # pylint: disable=import-outside-toplevel
+  u, a = sampling.sample(key, space, 1)
+  return u[0], a[0]

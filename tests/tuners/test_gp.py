@@ -13,7 +13,7 @@ import test_contract as contract
 from metatune.space import io, sampling
 from metatune.tasks import SyntheticFamily, default_space
 from metatune.tuners import Evaluation, Points, random_search, run_tuning
-from metatune.tuners import gp
+from metatune.tuners import gp, gp_model
 from metatune.tuners.gp import gp_bo
 
 # Fewer candidates and fit steps than the defaults: the contract is about shapes,
@@ -353,3 +353,55 @@ def test_refits_are_warm_started_and_thinned_past_dense_refits(space):
   # Counts 1-2: before num_initial; 3-6: every trial; then only when crossing a multiple of 4.
   assert refits == [False, False, True, True, True, True, False, True, False, False, False, True]
   assert state.history.capacity == 12  # the history covers the budget
+
+
+def test_variance_design_spreads_along_short_lengthscales_and_avoids_the_study():
+  """A 2-feature grid, feature 0 relevant (lengthscale 0.2), feature 1 not (100): the picks
+  cover feature 0 (interior first, then apart), ignore feature 1, never repeat, and move away
+  from a point the study already has."""
+  g = np.linspace(0.0, 1.0, 21, dtype=np.float32)
+  cand = jnp.asarray(np.stack(np.meshgrid(g, g), -1).reshape(-1, 2))
+  params = gp_model.GPParams(jnp.log(jnp.asarray([0.2, 100.0])), jnp.zeros(()),
+                             jnp.asarray(-4.0), jnp.zeros(()))
+  empty_x, empty_mask = jnp.zeros((4, 2)), jnp.zeros((4,), bool)
+  ok = jnp.ones((cand.shape[0],), bool)
+  idx = np.asarray(gp_model.variance_design(params, empty_x, empty_mask, cand, ok, 4))
+  assert len(set(idx.tolist())) == 4
+  first = np.asarray(cand)[idx, 0]
+  assert 0.2 < first[0] < 0.8, first        # integrated variance: the interior, not a corner
+  assert np.min(np.diff(np.sort(first))) > 0.1, first   # apart along the relevant feature
+  # A study point at the first pick's feature-0 value pushes the next pick away from it.
+  seen_x = empty_x.at[0].set(cand[idx[0]])
+  seen_mask = empty_mask.at[0].set(True)
+  nxt = np.asarray(gp_model.variance_design(params, seen_x, seen_mask, cand, ok, 1))
+  assert abs(float(cand[nxt[0], 0]) - first[0]) > 0.1
+  # Unavailable candidates are never picked.
+  blocked = ok.at[idx[0]].set(False)
+  again = np.asarray(gp_model.variance_design(params, empty_x, empty_mask, cand, blocked, 4))
+  assert idx[0] not in again.tolist()
+
+
+def test_spread_design_gives_gp_bo_a_distinct_valid_design_on_studies_and_pools(space):
+  """With spread_design the first num_initial proposals (a batch of 2) are the variance
+  design's: valid, distinct, not the random ones; on a pool, available records only."""
+  def objective(k, p):
+    del k
+    return Evaluation.of(jnp.sum((p.values - 0.3) ** 2, -1))
+
+  settings = {"num_candidates": 128, "fit_steps": 20, "batch_size": 2}
+  run = lambda tuner: jax.jit(lambda key: run_tuning(key, tuner, objective, 4))(
+      jax.random.key(3))[1]
+  plain = run(gp_bo(space, **settings))
+  spread = run(gp_bo(space, spread_design=True, **settings))
+  values = np.asarray(spread.points.values).reshape(8, -1)
+  contract.assert_valid(space, spread.points.values, spread.points.active)
+  assert len({tuple(v) for v in values[:6]}) == 6
+  assert not np.array_equal(values[:6], np.asarray(plain.points.values).reshape(8, -1)[:6])
+  tuner = gp_bo(space, spread_design=True, **settings)
+  u, a = sampling.sample(jax.random.key(4), space, 40)
+  available = jnp.ones((40,), bool).at[:30].set(False)
+  idx, _ = jax.jit(tuner.ask_pool)(jax.random.key(5), tuner.init(jax.random.key(0)),
+                                   Points(u, a), available)
+  assert all(int(i) >= 30 for i in idx) and int(idx[0]) != int(idx[1])
+  with pytest.raises(ValueError, match="spread_design must be true or false"):
+    gp_bo(space, spread_design=1)
