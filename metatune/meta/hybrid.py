@@ -12,8 +12,8 @@ A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
    normalized regret over its training tasks, smoothed over the space) scaled by
    a slope fitted to the study and shrunk toward 1. It keeps improving past any
    horizon: nothing in it is tied to the budget the policy was trained for.
-3. **Negative-transfer guard**: before each observation is added, both models
-   predict it; the cumulative log predictive densities give the posterior weight
+3. **Negative-transfer guard** (`metatune.meta.guard`): before each observation is added,
+   both models predict it; the cumulative log predictive densities give the posterior weight
    of the prior's model (equal odds at the start), and the acquisition uses the
    mixture. A prior that predicts the new task worse than a model fit from
    scratch loses its weight, and proposals become GP-BO's. ``guard=False``
@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from metatune.meta import guard as guard_lib
 from metatune.meta.transfer import KERNEL_SCALE, TransferData, smoothed_profile
 from metatune.networks import policy as pol
 from metatune.networks.tokens import space_info
@@ -54,8 +55,7 @@ from metatune.tuners.base import (History, Points, Tuner, history_add, history_i
                                   nearest_available)
 from metatune.tuners.gp import (log_expected_improvement, maximize, pool_variance_picks,
                                 variance_picks)
-from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, posterior, predict,
-                                      scale_inflation, standardize)
+from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, standardize)
 
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
            "guard off: prior trusted", "no transfer data: scratch model")
@@ -86,13 +86,6 @@ class HybridState:
   asked: jax.Array
   rescued: jax.Array
   belief_weight: jax.Array
-
-
-def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  n = jnp.maximum(jnp.sum(mask), 1)
-  mu = jnp.sum(jnp.where(mask, x, 0.0)) / n
-  var = jnp.sum(jnp.where(mask, (x - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
-  return mu, jnp.sqrt(jnp.maximum(var, 1e-12))
 
 
 def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None,
@@ -239,40 +232,25 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     return x, y, mask, z
 
   def slope(y, z, mask):
-    """The profile's slope on the study (centred z; shrunk toward 1 by pseudo-observations)."""
-    if not guard:
-      return jnp.ones((), jnp.float32)
-    zz = jnp.where(mask, z, 0.0)
-    return (jnp.sum(zz * jnp.where(mask, y, 0.0)) + shrinkage) / (jnp.sum(zz * zz) + shrinkage)
+    if not has_transfer:
+      return jnp.zeros(())
+    return guard_lib.slope(y, z, mask, shrinkage) if guard else jnp.ones((), jnp.float32)
 
   def models(state, history, xq, zq):
-    """Predictive ``(mean, sd)`` of both models at queries, in the history's standardized units.
-
-    The prior's model is ``y = s * (z(x) - mean z over the study) + GP``: the profile
-    says how configurations differ, the study where its level is.
-    """
+    """Both models' predictions at queries (`metatune.meta.guard.models`), the history's
+    standardized objectives and mask."""
     x, y, mask, z = data(history)
-    n = jnp.sum(mask)
-    z_mean = jnp.sum(jnp.where(mask, z, 0.0)) / jnp.maximum(n, 1)
-    zc = jnp.where(mask, z - z_mean, 0.0)
-    s = slope(y, zc, mask) if has_transfer else jnp.zeros(())
-    scratch = posterior(state.params, x, y, mask, layout)
-    prior_post = posterior(state.params, x, jnp.where(mask, y - s * zc, 0.0), mask, layout)
-    ms, vs = predict(scratch, xq)
-    mp, vp = predict(prior_post, xq)
-    inflate = scale_inflation(n)
-    noise = jnp.exp(state.params.log_noise)
-    return ((mp + s * (zq - z_mean), inflate * jnp.sqrt(vp + noise)),
-            (ms, inflate * jnp.sqrt(vs + noise)), y, mask, s)
+    prior_pred, scratch_pred, _ = guard_lib.models(state.params, layout, x, y, mask, z, xq, zq,
+                                                   slope)
+    return prior_pred, scratch_pred, y, mask
 
   def mixture(state, history, xq, zq):
-    (mp, sp), (ms, ss), y, mask, _ = models(state, history, xq, zq)
+    prior_pred, scratch_pred, y, mask = models(state, history, xq, zq)
     w = state.weight if has_transfer else jnp.zeros(())
-    mean = w * mp + (1 - w) * ms
-    var = w * sp ** 2 + (1 - w) * ss ** 2 + w * (1 - w) * (mp - ms) ** 2
+    mean, sd = guard_lib.mixture(prior_pred, scratch_pred, w)
     best = jnp.min(jnp.where(mask, y, jnp.inf))
     best = jnp.where(jnp.isfinite(best), best, 0.0)
-    return mean, jnp.sqrt(var), best
+    return mean, sd, best
 
   def score_fn(state, pos):
     def score(u, a):
@@ -398,16 +376,10 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     if has_transfer and guard:
       xq = sampling.featurize(space, points.values, points.active)
       zq = profile_z(points.values, points.active)
-      (mp, sp), (ms, ss), _, mask, _ = models(state, state.history, xq, zq)
-      seen, new = state.history.objective, evaluation.objective
-      if output_warp:
-        seen, warped = half_rank_warp(seen, mask, new)
-        new = jnp.where(jnp.isfinite(new), warped, jnp.nan)   # not finite: not scored, as before
-      mu, sd = _stats(seen, mask)
-      yq = (new - mu) / sd
-      ok = ~evaluation.failed & jnp.isfinite(yq) & state.fitted & (jnp.sum(mask) >= 3)
-      lp = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, mp, sp), 0.0))
-      ls = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, ms, ss), 0.0))
+      prior_pred, scratch_pred, _, mask = models(state, state.history, xq, zq)
+      lp, ls = guard_lib.log_scores(prior_pred, scratch_pred, state.history.objective, mask,
+                                    evaluation.objective, evaluation.failed, state.fitted,
+                                    output_warp)
       state = state.replace(log_prior=state.log_prior + lp, log_scratch=state.log_scratch + ls)
       state = state.replace(weight=jax.nn.sigmoid(state.log_prior - state.log_scratch))
     history, metrics = history_add(state.history, points, evaluation)
