@@ -1,23 +1,15 @@
 """experiments/asha_training.py: the replay of pruner decisions, and a --quick smoke run."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from metatune.study.pruners import ASHA, NopPruner
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "asha_training.py"
+import experiment_scripts
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("asha_training", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("asha_training")
 
 
 def test_replay_without_pruning_runs_every_trial_to_the_end_in_order():

@@ -1,20 +1,17 @@
 """Smoke test of experiments/bench_space_sampling.py in --quick mode."""
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+
+import experiment_scripts
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "bench_space_sampling.py"
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("bench_space_sampling", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("bench_space_sampling")
 
 
 @pytest.mark.slow

@@ -2,20 +2,15 @@
 
 import argparse
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "env_fidelity.py"
+import experiment_scripts
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("env_fidelity", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("env_fidelity")
 
 
 def test_order_and_resolved_differences():

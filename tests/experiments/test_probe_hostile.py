@@ -1,21 +1,14 @@
 """experiments/probe_hostile.py: a fast slice of the corpus, and the whole of it (slow)."""
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "probe_hostile.py"
+import experiment_scripts
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("probe_hostile", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up there
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("probe_hostile")
 
 
 def _row(text: str, label: str) -> list[int]:

@@ -1,21 +1,14 @@
 """experiments/restart_bound.py: the no-transfer tuner's own run, started k trials late."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "restart_bound.py"
+import experiment_scripts
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("restart_bound", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("restart_bound")
 
 
 def _result(base, prior, tol=0.01):

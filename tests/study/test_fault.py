@@ -1,20 +1,12 @@
 """Kill -9 and resume (experiments/fault_study.py): nothing committed is lost or duplicated."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "fault_study.py"
+import experiment_scripts
 
 
 def _load_script():
-  spec = importlib.util.spec_from_file_location("fault_study", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("fault_study")
 
 
 def _assert_clean(res, num_trials, num_kills):
