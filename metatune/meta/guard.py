@@ -12,8 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from metatune.tuners.gp_model import (GPParams, half_rank_warp, posterior, predict,
-                                      scale_inflation)
+from metatune.tuners.gp_model import (GPParams, half_rank_warp, masked_moments, posterior,
+                                      predict, scale_inflation)
 
 Prediction = tuple[jax.Array, jax.Array]   # (mean, sd) in the history's standardized units
 
@@ -52,13 +52,6 @@ def mixture(prior: Prediction, scratch: Prediction, weight: jax.Array
   return mean, jnp.sqrt(var)
 
 
-def _stats(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-  n = jnp.maximum(jnp.sum(mask), 1)
-  mu = jnp.sum(jnp.where(mask, x, 0.0)) / n
-  var = jnp.sum(jnp.where(mask, (x - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
-  return mu, jnp.sqrt(jnp.maximum(var, 1e-12))
-
-
 def log_scores(prior: Prediction, scratch: Prediction, seen: jax.Array, mask: jax.Array,
                new: jax.Array, failed: jax.Array, fitted: jax.Array, output_warp: bool
                ) -> tuple[jax.Array, jax.Array]:
@@ -68,8 +61,8 @@ def log_scores(prior: Prediction, scratch: Prediction, seen: jax.Array, mask: ja
   if output_warp:
     seen, warped = half_rank_warp(seen, mask, new)
     new = jnp.where(jnp.isfinite(new), warped, jnp.nan)   # not finite: not scored, as before
-  mu, sd = _stats(seen, mask)
-  yq = (new - mu) / sd
+  mu, var = masked_moments(seen, mask)
+  yq = (new - mu) / jnp.sqrt(jnp.maximum(var, 1e-12))
   ok = ~failed & jnp.isfinite(yq) & fitted & (jnp.sum(mask) >= 3)
   (mp, sp), (ms, ss) = prior, scratch
   lp = jnp.sum(jnp.where(ok, jax.scipy.stats.norm.logpdf(yq, mp, sp), 0.0))

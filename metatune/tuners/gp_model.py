@@ -299,11 +299,17 @@ def predict(post: GPPosterior, x_new: jax.Array) -> tuple[jax.Array, jax.Array]:
   return p.mean + ks @ post.alpha, jnp.maximum(signal - jnp.sum(v * v, axis=-1), _MIN_VAR)
 
 
-def standardize(y: jax.Array, mask: jax.Array) -> jax.Array:
-  """Zero mean, unit sd over the masked-in entries, 0 elsewhere (sd 1 if fewer than 2 or equal)."""
+def masked_moments(y: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean and sample variance (``n - 1``) of the masked-in entries (0 and 0 without any)."""
   n = jnp.sum(mask)
   mu = jnp.sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)
   var = jnp.sum(jnp.where(mask, (y - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+  return mu, var
+
+
+def standardize(y: jax.Array, mask: jax.Array) -> jax.Array:
+  """Zero mean, unit sd over the masked-in entries, 0 elsewhere (sd 1 if fewer than 2 or equal)."""
+  mu, var = masked_moments(y, mask)
   sd = jnp.where(var > 1e-12, jnp.sqrt(jnp.where(var > 1e-12, var, 1.0)), 1.0)
   return jnp.where(mask, (y - mu) / sd, 0.0)
 
@@ -331,8 +337,7 @@ def half_rank_warp(y: jax.Array, mask: jax.Array, query: jax.Array | None = None
   good = mask & (y <= m)
   spread = jnp.sqrt(jnp.sum(jnp.where(good, (y - m) ** 2, 0.0)) / jnp.maximum(jnp.sum(good) - 1,
                                                                               1))
-  mu = jnp.sum(jnp.where(mask, y, 0.0)) / jnp.maximum(n, 1)
-  sd_all = jnp.sqrt(jnp.sum(jnp.where(mask, (y - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1))
+  sd_all = jnp.sqrt(masked_moments(y, mask)[1])
   spread = jnp.where(spread > 1e-12, spread, jnp.where(sd_all > 1e-12, sd_all, 1.0))
 
   def warp(v, rank, count):
