@@ -22,7 +22,8 @@ A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
    believed the good region was, so the study's incumbent and the model's data sit
    there. When the weight falls below ``rescue_below`` before ``rescue_until``
    proposals, the next ``num_rescue`` proposals are uniform random (GP-BO's own
-   initial design), and from then on, while the weight stays below it, the
+   initial design; ``rescue_design="spread"``: the variance design, away from the
+   prior's trials), and from then on, while the weight stays below it, the
    portfolio's and the policy's candidates are replaced by random ones in the
    screening. A weight that drifts low late in a study (the scratch model has
    caught up with the prior's) changes nothing.
@@ -57,6 +58,7 @@ from metatune.tuners.gp import (log_expected_improvement, maximize, pool_varianc
                                 variance_picks)
 from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, standardize)
 
+RESCUE_DESIGNS = ("random", "spread")
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
            "guard off: prior trusted", "no transfer data: scratch model")
 
@@ -99,7 +101,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                  beliefs: bl.Beliefs | None = None, belief_confidence: float | None = 0.0,
                  belief_free_every: int = 3, kernel_locs: tuple[float, ...] | None = None,
                  design: Points | None = None, output_warp: bool = False,
-                 spread_design: bool = False, name: str = "prior") -> Tuner:
+                 spread_design: bool = False, rescue_design: str = "random",
+                 name: str = "prior") -> Tuner:
   """A prior's hybrid tuner (see the module docstring).
 
   Args:
@@ -162,11 +165,17 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       configurations (on a pool, up to as many available records), under the kernel at its
       prior centre: with ``kernel_locs`` it spreads them along the parameters the training
       tasks found relevant.
+    rescue_design: ``"random"`` (default): the rescue's proposals are uniform random, GP-BO's
+      own design; ``"spread"``: each is the variance design's pick (as ``spread_design``)
+      given the study so far, the rejected prior's trials included, so it fills the space
+      away from them.
     name: label for reports.
   """
   for key, value in (("output_warp", output_warp), ("spread_design", spread_design)):
     if not isinstance(value, bool):
       raise ValueError(f"{key} must be true or false, got {value!r}")
+  if rescue_design not in RESCUE_DESIGNS:
+    raise ValueError(f"rescue_design must be one of {RESCUE_DESIGNS}, got {rescue_design!r}")
   horizon = float(policy_horizon or budget)
   history_size = history_size or min(budget, 256)
   if kernel_locs is None:
@@ -292,10 +301,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     pos = state.asked + jnp.arange(batch_size)
     take = jnp.minimum(pos, max(num_lead, 1) - 1)
     if spread_design and spread_fill:
-      u, a = sampling.sample(jax.random.fold_in(key, 2), space, num_candidates)
-      pick = variance_picks(space, prior, state.history, u, a,
-                            jnp.ones((num_candidates,), bool), batch_size)
-      fill_u, fill_a = u[pick], a[pick]
+      fill_u, fill_a = spread(jax.random.fold_in(key, 2), state)
     else:
       fill_u, fill_a = sampling.sample(key, space, batch_size)
     inside = (pos < num_lead)[:, None]
@@ -339,8 +345,16 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       return jnp.zeros((), bool)
     return (state.weight < rescue_below) & (state.rescued > 0)
 
+  def spread(key, state):
+    """The variance design's next ``batch_size`` picks among random candidates."""
+    u, a = sampling.sample(key, space, num_candidates)
+    pick = variance_picks(space, prior, state.history, u, a,
+                          jnp.ones((num_candidates,), bool), batch_size)
+    return Points(u[pick], a[pick])
+
   def rescue(key, state):
-    del state
+    if rescue_design == "spread":
+      return spread(key, state)
     return Points(*sampling.sample(key, space, batch_size))
 
   def mark_used(state, points):
@@ -437,7 +451,10 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
       return jax.lax.top_k(score, batch_size)[1]
 
     def rescued():
-      return nearest_available(space, pool, available, rescue(draw_key, state))
+      if rescue_design == "random":
+        return nearest_available(space, pool, available, rescue(draw_key, state))
+      return pool_variance_picks(key, space, prior, state.history, pool, available,
+                                 batch_size, num_candidates)
 
     r = regime(state)
     idx = jax.lax.switch(r, [first, rescued, model])
