@@ -301,7 +301,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     pos = state.asked + jnp.arange(batch_size)
     take = jnp.minimum(pos, max(num_lead, 1) - 1)
     if spread_design and spread_fill:
-      fill_u, fill_a = spread(jax.random.fold_in(key, 2), state)
+      fill = spread(jax.random.fold_in(key, 2), state)
+      fill_u, fill_a = fill.values, fill.active
     else:
       fill_u, fill_a = sampling.sample(key, space, batch_size)
     inside = (pos < num_lead)[:, None]
