@@ -99,7 +99,8 @@ def prior_tuner(space: Space, batch_size: int = 1, path: str | None = None,
   behind. On the training space the whole portfolio leads anyway, so it changes nothing there.
   ``spread_design=True`` (a `metatune.meta.hybrid.hybrid_tuner` option) chooses the initial
   design's entries that no portfolio or carried design fills by the GP's variance design, with
-  the transferred kernel where ``transfer_kernel`` is on.
+  the transferred kernel where ``transfer_kernel`` is on; ``rescue_design="spread"`` makes the
+  rescue of a prior its guard rejected early the GP's variance design instead of random trials.
   ``mode="policy"`` is the meta-trained policy alone (`policy_tuner`).
 
   When ``space`` is not the space the prior was meta-trained on, a `SpaceMismatchWarning`
