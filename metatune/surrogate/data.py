@@ -25,6 +25,7 @@ import numpy as np
 
 from metatune.space import Space, SpaceError, sampling
 from metatune.tuners.base import Points
+from metatune.tuners.gp_model import masked_moments
 
 
 @flax.struct.dataclass
@@ -296,8 +297,7 @@ def normalizer(objective: jax.Array, ok: jax.Array, prior_loc: jax.Array, prior_
     (Array(2.), Array(1.4142135))
   """
   n = jnp.sum(ok)
-  mu = jnp.sum(jnp.where(ok, objective, 0.0)) / jnp.maximum(n, 1)
-  var = jnp.sum(jnp.where(ok, (objective - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+  mu, var = masked_moments(objective, ok)
   sd = jnp.sqrt(var)
   if robust:
     ranked = jnp.sort(jnp.where(ok, objective, jnp.inf))

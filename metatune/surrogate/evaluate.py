@@ -34,6 +34,7 @@ from metatune.surrogate.data import TaskTable
 from metatune.surrogate.predictive import Surrogate, predict
 from metatune.tuners import gp
 from metatune.tuners.base import Points
+from metatune.tuners.gp_model import masked_moments
 
 _Z90 = 1.6448536269514722
 
@@ -99,9 +100,7 @@ def gp_predictions(table: TaskTable, space, rows: np.ndarray, k: int, max_k: int
     else:
       mask = (jnp.arange(max_k) < k) & ~f[:max_k]
       yc = y[:max_k]
-      n = jnp.sum(mask)
-      mu = jnp.sum(jnp.where(mask, yc, 0.0)) / jnp.maximum(n, 1)
-      var = jnp.sum(jnp.where(mask, (yc - mu) ** 2, 0.0)) / jnp.maximum(n - 1, 1)
+      mu, var = masked_moments(yc, mask)
       sd_c = jnp.where(var > 1e-12, jnp.sqrt(jnp.where(var > 1e-12, var, 1.0)), 1.0)
       ys = gp.standardize(yc, mask)
       params, _ = gp.fit(prior.init(), x[:max_k], ys, mask, prior, fit_steps)
