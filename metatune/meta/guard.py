@@ -30,7 +30,7 @@ def models(params: GPParams, layout, x: jax.Array, y: jax.Array, mask: jax.Array
   """Predictive ``(mean, sd)`` of the prior's and the scratch model at queries ``xq`` (profile
   ``zq``), and the slope; ``slope_of(y, centred z, mask)`` gives the slope."""
   n = jnp.sum(mask)
-  z_mean = jnp.sum(jnp.where(mask, z, 0.0)) / jnp.maximum(n, 1)
+  z_mean = masked_moments(z, mask)[0]
   zc = jnp.where(mask, z - z_mean, 0.0)
   s = slope_of(y, zc, mask)
   scratch = posterior(params, x, y, mask, layout)

@@ -349,8 +349,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
   def spread(key, state):
     """The variance design's next ``batch_size`` picks among random candidates."""
     u, a = sampling.sample(key, space, num_candidates)
-    pick = variance_picks(space, prior, state.history, u, a,
-                          jnp.ones((num_candidates,), bool), batch_size)
+    pick = variance_picks(space, prior, state.history, u, a, batch_size)
     return Points(u[pick], a[pick])
 
   def rescue(key, state):

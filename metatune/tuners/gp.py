@@ -127,10 +127,13 @@ def _data(space: Space, history: History, output_warp: bool = False):
 
 
 def variance_picks(space: Space, prior: GPPrior, history: History, values: jax.Array,
-                   active: jax.Array, ok: jax.Array, num: int) -> jax.Array:
-  """i32[num]: `gp_model.variance_design` among candidate configurations, given the study
-  so far, under the kernel at the prior's centre (``prior.init()``)."""
+                   active: jax.Array, num: int, ok: jax.Array | None = None) -> jax.Array:
+  """i32[num]: `gp_model.variance_design` among candidate configurations (those ``ok``;
+  None: every one), given the study so far, under the kernel at the prior's centre
+  (``prior.init()``)."""
   x = sampling.featurize(space, history.values, history.active)
+  if ok is None:
+    ok = jnp.ones(values.shape[:1], bool)
   return variance_design(prior.init(), x, history.valid,
                          sampling.featurize(space, values, active), ok, num, prior.layout)
 
@@ -143,8 +146,8 @@ def pool_variance_picks(key: jax.Array, space: Space, prior: GPPrior, history: H
   size = pool.values.shape[0]
   sel = jnp.arange(size) if size <= max_candidates else jax.lax.top_k(
       jnp.where(available, jax.random.uniform(key, (size,)), -1.0), max_candidates)[1]
-  pick = variance_picks(space, prior, history, pool.values[sel], pool.active[sel],
-                        available[sel], num)
+  pick = variance_picks(space, prior, history, pool.values[sel], pool.active[sel], num,
+                        available[sel])
   return sel[pick]
 
 
@@ -279,8 +282,7 @@ def gp_bo(space: Space, batch_size: int = 1, history_size: int | None = None,
     def design():
       if not spread_design:
         return Points(values[:, 0], active[:, 0])
-      pick = variance_picks(space, prior, state.history, values[0], active[0],
-                            jnp.ones((num_candidates,), bool), batch_size)
+      pick = variance_picks(space, prior, state.history, values[0], active[0], batch_size)
       return Points(values[0, pick], active[0, pick])
 
     points = jax.lax.cond(state.history.count < num_initial, design,

@@ -182,8 +182,7 @@ def test_rescue_design_spread_picks_by_variance_away_from_the_rejected_trials(se
   # (the default) takes the first uniform draw of the same key.
   rescue_key = jax.random.fold_in(jax.random.split(jax.random.key(7))[0], 1)
   u, a = sampling.sample(rescue_key, space, 64)
-  pick = gp.variance_picks(space, space_prior(space), rejected.history, u, a,
-                           jnp.ones((64,), bool), 1)
+  pick = gp.variance_picks(space, gp.GPPrior.for_space(space), rejected.history, u, a, 1)
   np.testing.assert_array_equal(spread, np.asarray(u[pick[0]]))
   random_u, _ = sampling.sample(jax.random.fold_in(jax.random.split(jax.random.key(7))[0], 1),
                                 space, 1)
@@ -200,8 +199,3 @@ def test_an_unknown_rescue_design_is_an_error_naming_the_option(setup):
   space, _, _, data = setup
   with pytest.raises(ValueError, match="rescue_design must be one of .*'sobol'"):
     hybrid.hybrid_tuner(space, data, None, rescue_design="sobol")
-
-
-def space_prior(space):
-  from metatune.tuners.gp_model import GPPrior  # pylint: disable=import-outside-toplevel
-  return GPPrior.for_space(space)
