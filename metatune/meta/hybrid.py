@@ -26,7 +26,8 @@ A study bootstrapped by a prior runs in three regimes, all one `Tuner`:
    prior's trials), and from then on, while the weight stays below it, the
    portfolio's and the policy's candidates are replaced by random ones in the
    screening. A weight that drifts low late in a study (the scratch model has
-   caught up with the prior's) changes nothing.
+   caught up with the prior's) changes nothing. ``tell`` reports the rescue's
+   trials with the reason "rescue design".
 5. **User beliefs** (optional, πBO-style): the screening's acquisition adds the beliefs' log
    density, faded as ``strength / (1 + n)`` and, per parameter, weighted by the study's
    evidence for that belief (`metatune.space.beliefs.evidence`); every third screened proposal
@@ -60,7 +61,8 @@ from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, st
 
 RESCUE_DESIGNS = ("random", "spread")
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
-           "guard off: prior trusted", "no transfer data: scratch model")
+           "guard off: prior trusted", "no transfer data: scratch model", "rescue design")
+_NO_RESCUE = 2**30  # ``rescue_start`` before any rescue proposal
 
 
 @flax.struct.dataclass
@@ -74,6 +76,8 @@ class HybridState:
     used: bool[K] portfolio entries already proposed.
     asked: i32[] proposals made (parallel asks before any tell take successive entries).
     rescued: i32[] rescue proposals made (see the module docstring).
+    rescue_start: i32[] the position of the first rescue proposal (a large number before
+      one): ``tell`` reports the rescue's trials with the reason "rescue design".
     belief_weight: f32[D] how much each parameter's belief still counts, from the study's
       evidence for it (1 without beliefs; see ``belief_confidence``).
   """
@@ -88,6 +92,7 @@ class HybridState:
   asked: jax.Array
   rescued: jax.Array
   belief_weight: jax.Array
+  rescue_start: jax.Array
 
 
 def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None,
@@ -226,7 +231,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     return HybridState(history_init(space, cap), prior.init(), jnp.zeros((), bool), ps, z, z,
                        jnp.asarray(1.0 if not guard else 0.5),
                        jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32),
-                       jnp.zeros((), jnp.int32), belief_weight(None))
+                       jnp.zeros((), jnp.int32), belief_weight(None),
+                       jnp.asarray(_NO_RESCUE, jnp.int32))
 
   def objectives(history, mask):
     if not output_warp:
@@ -364,6 +370,13 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
         port_active[None] != points.active[:, None], -1)
     return state.used | jnp.any(d < 1e-6, axis=0)
 
+  def advanced(state, r, points):
+    """The state after an ask in regime ``r`` (see ``regime``) that proposed ``points``."""
+    return state.replace(used=mark_used(state, points), asked=state.asked + batch_size,
+                         rescued=state.rescued + jnp.where(r == 1, batch_size, 0),
+                         rescue_start=jnp.where((r == 1) & (state.rescued == 0), state.asked,
+                                                state.rescue_start))
+
   def regime(state):
     """0: initial design, 1: rescue design, 2: screened candidates."""
     if not (has_transfer and guard) or num_rescue <= 0:
@@ -380,8 +393,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     points = jax.lax.switch(r, [lambda: initial(init_key, state),
                                 lambda: rescue(rescue_key, state),
                                 lambda: screened(screen_key, state)])
-    return points, state.replace(used=mark_used(state, points), asked=state.asked + batch_size,
-                                 rescued=state.rescued + jnp.where(r == 1, batch_size, 0))
+    return points, advanced(state, r, points)
 
   def tell(key, state, points, evaluation):
     del key
@@ -417,9 +429,9 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                                       evaluation.failed))
     state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps,
                           belief_weight=belief_weight(history))
-    reason = jnp.where(before < num_initial, 0,
-                       jnp.where(not has_transfer, 4, jnp.where(
-                           not guard, 3, jnp.where(state.weight >= 0.5, 1, 2))))
+    rescue_trial = (before >= state.rescue_start) & (before < state.rescue_start + state.rescued)
+    reason = jnp.where(before < num_initial, 0, jnp.where(rescue_trial, 5, jnp.where(
+        not has_transfer, 4, jnp.where(not guard, 3, jnp.where(state.weight >= 0.5, 1, 2)))))
     metrics = {**metrics, "guard_weight": state.weight, "guard_reason": reason}
     if beliefs is not None:
       held = jnp.asarray([n in beliefs.names for n in space.names])
@@ -458,8 +470,6 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
 
     r = regime(state)
     idx = jax.lax.switch(r, [first, rescued, model])
-    return idx, state.replace(used=mark_used(state, Points(pool.values[idx], pool.active[idx])),
-                              asked=state.asked + batch_size,
-                              rescued=state.rescued + jnp.where(r == 1, batch_size, 0))
+    return idx, advanced(state, r, Points(pool.values[idx], pool.active[idx]))
 
   return Tuner(init, ask, tell, space, batch_size, name, sequential=True, ask_pool=ask_pool)

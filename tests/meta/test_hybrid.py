@@ -84,16 +84,44 @@ def test_the_guard_weighs_a_misleading_prior_down(setup):
   assert float(_run(trusting, mirrored, int(held[0]), jax.random.key(1))[0].weight) == 1.0
 
 
+def _reasons(tuner, family, index, key):
+  """One study as `run_tuning` runs it (the same keys); the final state and each tell's
+  ``guard_reason``."""
+  task = family.task_params(index)
+
+  def step(carry, _):
+    state, k = carry
+    k, ask_key, eval_key, tell_key = jax.random.split(k, 4)
+    points, state = tuner.ask(ask_key, state)
+    ev = family.evaluate(eval_key, task, points)
+    state, metrics = tuner.tell(tell_key, state, points, ev)
+    return (state, k), metrics["guard_reason"]
+
+  init_key, loop_key = jax.random.split(key)
+  (state, _), reasons = jax.lax.scan(step, (tuner.init(init_key), loop_key), None,
+                                     length=BUDGET)
+  return state, reasons
+
+
 @pytest.mark.slow
 def test_a_rejected_prior_gets_a_random_rescue_design(setup):
+  """The rescue runs once the guard rejects the prior early, and the rescue's trials say so."""
   space, source, mirrored, data = setup
   held = int(source.task_indices("heldout_dataset")[0])
   kw = dict(budget=BUDGET, num_initial=4, num_candidates=64, fit_steps=20, refit_steps=5)
   rescuing = hybrid.hybrid_tuner(space, data, None, num_rescue=3, **kw)
-  state, _ = _run(rescuing, mirrored, held, jax.random.key(1))
+  state, reasons = jax.jit(lambda k: _reasons(rescuing, mirrored, held, k))(jax.random.key(1))
+  reasons = np.asarray(reasons)
   assert int(state.rescued) == 3
+  start = int(state.rescue_start)
+  rescue = hybrid.REASONS.index("rescue design")
+  assert 4 <= start < BUDGET - 3
+  assert list(reasons[:4]) == [hybrid.REASONS.index("initial design")] * 4
+  assert list(np.flatnonzero(reasons == rescue)) == [start, start + 1, start + 2]
+  assert set(reasons[4:start]) | set(reasons[start + 3:]) <= {1, 2}
   off = hybrid.hybrid_tuner(space, data, None, rescue_below=0.0, **kw)
-  assert int(_run(off, mirrored, held, jax.random.key(1))[0].rescued) == 0
+  state, _ = _run(off, mirrored, held, jax.random.key(1))
+  assert int(state.rescued) == 0 and int(state.rescue_start) == hybrid._NO_RESCUE
 
 
 def test_output_warp_reaches_both_models_and_the_guard(setup):
