@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from metatune.meta import guard as guard_lib
+from metatune.meta import origin
 from metatune.meta.transfer import KERNEL_SCALE, TransferData, smoothed_profile
 from metatune.networks import policy as pol
 from metatune.networks.tokens import space_info
@@ -62,7 +63,6 @@ from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, st
 RESCUE_DESIGNS = ("random", "spread")
 REASONS = ("initial design", "prior predicts better", "scratch model predicts better",
            "guard off: prior trusted", "no transfer data: scratch model", "rescue design")
-_NO_RESCUE = 2**30  # ``rescue_start`` before any rescue proposal
 
 
 @flax.struct.dataclass
@@ -76,8 +76,8 @@ class HybridState:
     used: bool[K] portfolio entries already proposed.
     asked: i32[] proposals made (parallel asks before any tell take successive entries).
     rescued: i32[] rescue proposals made (see the module docstring).
-    rescue_start: i32[] the position of the first rescue proposal (a large number before
-      one): ``tell`` reports the rescue's trials with the reason "rescue design".
+    origins: the recent proposals and the regime of each (`metatune.meta.origin`): ``tell``
+      reports a result's reason by what proposed it, whatever order results come in.
     belief_weight: f32[D] how much each parameter's belief still counts, from the study's
       evidence for it (1 without beliefs; see ``belief_confidence``).
   """
@@ -92,7 +92,7 @@ class HybridState:
   asked: jax.Array
   rescued: jax.Array
   belief_weight: jax.Array
-  rescue_start: jax.Array
+  origins: origin.Origins
 
 
 def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None,
@@ -232,7 +232,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                        jnp.asarray(1.0 if not guard else 0.5),
                        jnp.zeros((max(num_port, 1),), bool), jnp.zeros((), jnp.int32),
                        jnp.zeros((), jnp.int32), belief_weight(None),
-                       jnp.asarray(_NO_RESCUE, jnp.int32))
+                       origin.init(space.num_params))
 
   def objectives(history, mask):
     if not output_warp:
@@ -374,8 +374,7 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
     """The state after an ask in regime ``r`` (see ``regime``) that proposed ``points``."""
     return state.replace(used=mark_used(state, points), asked=state.asked + batch_size,
                          rescued=state.rescued + jnp.where(r == 1, batch_size, 0),
-                         rescue_start=jnp.where((r == 1) & (state.rescued == 0), state.asked,
-                                                state.rescue_start))
+                         origins=origin.record(state.origins, state.asked, points, r))
 
   def regime(state):
     """0: initial design, 1: rescue design, 2: screened candidates."""
@@ -429,8 +428,10 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
                                       evaluation.failed))
     state = state.replace(history=history, params=params, fitted=state.fitted | due, policy=ps,
                           belief_weight=belief_weight(history))
-    rescue_trial = (before >= state.rescue_start) & (before < state.rescue_start + state.rescued)
-    reason = jnp.where(before < num_initial, 0, jnp.where(rescue_trial, 5, jnp.where(
+    # By what proposed the result (a configuration it did not propose: by the study's stage).
+    made_by = origin.lookup(state.origins, points.values[0], points.active[0])
+    design = (made_by == 0) | ((made_by < 0) & (before < num_initial))
+    reason = jnp.where(design, 0, jnp.where(made_by == 1, 5, jnp.where(
         not has_transfer, 4, jnp.where(not guard, 3, jnp.where(state.weight >= 0.5, 1, 2)))))
     metrics = {**metrics, "guard_weight": state.weight, "guard_reason": reason}
     if beliefs is not None:
