@@ -95,6 +95,14 @@ def time_optuna(kind, space, f, u, a, y, n, trials):
   return (time.perf_counter() - start) / trials
 
 
+def optuna_version() -> str:
+  try:
+    import optuna  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return "not installed"
+  return optuna.__version__
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--data-dir", default=os.environ.get("METATUNE_DATA_DIR"))
@@ -110,6 +118,9 @@ def main(argv=None):
   parser.add_argument("--prior-trials", type=int, default=50,
                       help="trials timed for the prior's rows (and TPE beside it): a multiple "
                       "of its refit period past 256 observations (25), so refits are amortized")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="the prior's rows: timings of the prior and TPE, alternated, this "
+                      "many times; the table gives the medians and the ratios' range")
   parser.add_argument("--out", default=str(REPO / "paper/tables/gp_cost.md"))
   args = parser.parse_args(argv)
   start = time.perf_counter()
@@ -131,9 +142,15 @@ def main(argv=None):
     print(rows[-1], flush=True)
   prior_rows = []
   for n in args.prior_sizes if args.prior else []:
-    prior_rows.append({"n": n, "prior": time_gp_bo(space, f, u, a, y, n, args.prior_trials,
-                                                   args.prior),
-                       "tpe": time_optuna("optuna_tpe", space, f, u, a, y, n, args.prior_trials)})
+    runs = []
+    for _ in range(max(1, args.repeats)):   # alternated: load drifts hit both alike
+      runs.append((time_gp_bo(space, f, u, a, y, n, args.prior_trials, args.prior),
+                   time_optuna("optuna_tpe", space, f, u, a, y, n, args.prior_trials)))
+    prior_t, tpe_t = np.asarray(runs).T
+    ratios = prior_t / tpe_t
+    prior_rows.append({"n": n, "prior": float(np.median(prior_t)),
+                       "tpe": float(np.median(tpe_t)), "ratio": float(np.median(ratios)),
+                       "low": float(ratios.min()), "high": float(ratios.max())})
     print(prior_rows[-1], flush=True)
   load = os.getloadavg()[0]
   text = [
@@ -141,7 +158,7 @@ def main(argv=None):
       f"Produced by `{' '.join(['python', 'experiments/bench_gp_cost.py'] + (argv or sys.argv[1:]))}` "
       f"on {time.strftime('%Y-%m-%d')} in {(time.perf_counter() - start) / 60:.1f} min "
       f"({platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs, 1-minute load "
-      f"average at the end {load:.1f}; jax {jax.__version__}).", "",
+      f"average at the end {load:.1f}; jax {jax.__version__}, optuna {optuna_version()}).", "",
       f"Space and objective: {what}. Each tuner gets the same n - 1 evaluated configurations, "
       f"then ask + tell is timed over {args.trials} more trials (the GPSampler over "
       f"{max(2, args.trials // 2)}), mean seconds per trial; GP-BO's history holds the whole "
@@ -157,10 +174,13 @@ def main(argv=None):
   if prior_rows:
     text += ["", f"The prior's hybrid tuner ({args.prior}; its models see the last "
              f"min(budget, 256) observations; refits every 5th trial, every 25th once 256 are "
-             f"seen) beside TPE, timed over {args.prior_trials} trials each in the same run:", "",
-             "| history n | prior (s) | Optuna TPE (s) | prior / TPE |", "|---:|---:|---:|---:|"]
-    text += [f"| {r['n']} | {r['prior']:.3f} | {r['tpe']:.3f} | {r['prior'] / r['tpe']:.2f} |"
-             for r in prior_rows]
+             f"seen) beside TPE, timed over {args.prior_trials} trials each, {args.repeats} "
+             "times alternated in the same run (medians; the ratio's median and range over "
+             "the repeats):", "",
+             "| history n | prior (s) | Optuna TPE (s) | prior / TPE | range |",
+             "|---:|---:|---:|---:|---:|"]
+    text += [f"| {r['n']} | {r['prior']:.3f} | {r['tpe']:.3f} | {r['ratio']:.2f} | "
+             f"{r['low']:.2f} to {r['high']:.2f} |" for r in prior_rows]
   text = "\n".join(text) + "\n"
   pathlib.Path(args.out).write_text(text)
   print(text)
