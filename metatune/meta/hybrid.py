@@ -55,7 +55,7 @@ from metatune.networks.tokens import space_info
 from metatune.space import Space, sampling
 from metatune.space import beliefs as bl
 from metatune.tuners.base import (History, Points, Tuner, history_add, history_init,
-                                  nearest_available)
+                                  nearest_available, same_config)
 from metatune.tuners.gp import (log_expected_improvement, maximize, pool_variance_picks,
                                 variance_picks)
 from metatune.tuners.gp_model import (GPParams, GPPrior, fit, half_rank_warp, standardize)
@@ -366,9 +366,8 @@ def hybrid_tuner(space: Space, transfer: TransferData | None = None, policy=None
   def mark_used(state, points):
     if not has_transfer:
       return state.used
-    d = jnp.sum(jnp.abs(port_values[None] - points.values[:, None]), -1) + jnp.sum(
-        port_active[None] != points.active[:, None], -1)
-    return state.used | jnp.any(d < 1e-6, axis=0)
+    return state.used | jnp.any(same_config(points.values, points.active, port_values,
+                                            port_active), axis=0)
 
   def advanced(state, r, points):
     """The state after an ask in regime ``r`` (see ``regime``) that proposed ``points``."""

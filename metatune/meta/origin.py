@@ -12,7 +12,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from metatune.tuners.base import Points
+from metatune.tuners.base import Points, same_config
 
 SIZE = 256  # proposals remembered: more than a study keeps pending at once
 
@@ -45,6 +45,5 @@ def record(log: Origins, position: jax.Array, points: Points, code: jax.Array) -
 def lookup(log: Origins, values: jax.Array, active: jax.Array) -> jax.Array:
   """i32[]: the code of a logged proposal equal to the configuration ``(values f32[D],
   active bool[D])`` (any one where it was proposed twice); -1 if none is."""
-  d = jnp.sum(jnp.abs(log.values - values[None]), -1) + jnp.sum(log.active != active[None], -1)
-  match = (d < 1e-6) & (log.code >= 0)
+  match = same_config(values, active, log.values, log.active) & (log.code >= 0)
   return jnp.where(jnp.any(match), log.code[jnp.argmax(match)], -1)

@@ -154,6 +154,16 @@ def tell_history(key: jax.Array, state: Any, points: Points, evaluation: Evaluat
   return state.replace(history=history), metrics
 
 
+def same_config(values: jax.Array, active: jax.Array, ref_values: jax.Array,
+                ref_active: jax.Array) -> jax.Array:
+  """bool[..., K]: which of ``K`` reference configurations (``ref_values f32[K, D]``,
+  ``ref_active``) each configuration (``values f32[..., D]``, ``active``) is: the same active
+  flags and values within 1e-6 in total."""
+  d = jnp.sum(jnp.abs(ref_values - values[..., None, :]), -1) + jnp.sum(
+      ref_active != active[..., None, :], -1)
+  return d < 1e-6
+
+
 def nearest_available(space: Space, pool: Points, available: jax.Array, points: Points
                       ) -> jax.Array:
   """i32[B]: for each point in turn, the nearest record not yet taken (in `featurize` space).
